@@ -1,0 +1,1 @@
+"""The lab: a real, impaired Internet path built from Linux network namespaces."""

@@ -1,0 +1,1 @@
+"""The Observer (placeholder until the Observer issue lands)."""

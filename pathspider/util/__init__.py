@@ -1,0 +1,1 @@
+"""Utility sub-commands and helpers that are not measurements."""

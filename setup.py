@@ -1,0 +1,47 @@
+"""Packaging for pathspider.
+
+The version is read from ``pathspider/version.py`` as text so that building the package never
+imports its runtime dependencies.
+"""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).resolve().parent
+VERSION = re.search(r'__version__ = "([^"]+)"',
+                    (HERE / "pathspider" / "version.py").read_text()).group(1)
+
+setup(
+    name="pathspider",
+    version=VERSION,
+    description="A pluggable framework for A/B measurements of Internet path transparency",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="GPL-2.0-or-later",
+    python_requires=">=3.11",
+    packages=["pathspider", "pathspider.plugins", "pathspider.observer",
+              "pathspider.network", "pathspider.util", "pathspider.lab"],
+    include_package_data=True,
+    install_requires=[
+        "straight.plugin>=1.5",
+        "pyroute2>=0.7",
+        "dnspython>=2.3",
+        "pcapy-ng>=1.0.9",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6"],
+    },
+    entry_points={
+        "console_scripts": ["pathspider = pathspider.run:handle_args_wrapper"],
+    },
+    classifiers=[
+        "License :: OSI Approved :: GNU General Public License v2 or later (GPLv2+)",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: System :: Networking :: Monitoring",
+    ],
+)
