@@ -1,0 +1,63 @@
+"""DNS response chain functions (the field of PATHspider 2.0's ``DNSChain``), on dnspython.
+
+``dns_setup(rec, ip)`` (new_flow chain)
+    ``dns_response_valid`` = False.
+``dns_udp(rec, udp, rev)`` (udp chain) and ``dns_tcp(rec, tcp, rev)`` (tcp chain)
+    a reverse-direction payload that parses as a DNS message with the QR (response) bit set
+    sets ``dns_response_valid`` and completes the flow (returns False). Over TCP the message
+    is preceded by its two-byte length (RFC 1035 section 4.2.2); the first length-prefixed
+    message of a segment is checked, and a segment that does not hold it whole is ignored.
+    Unparseable payloads are ignored.
+
+Fixes and differences against the reference implementation:
+
+* 2.0 parsed with ``pldns`` (part of python-libtrace, unusable on current Pythons) and raised
+  ``RuntimeError`` when it was missing; dnspython is a dependency of pathspider.
+* 2.0 handed TCP payloads to the parser without removing the length prefix, so DNS over TCP
+  never validated.
+
+Limitation: a DNS-over-TCP response split over several segments is not reassembled.
+"""
+import dns.exception
+import dns.flags
+import dns.message
+
+from pathspider.observer.tcp import tcp_payload_len
+
+
+def dns_setup(rec, ip):
+    """new_flow: ``dns_response_valid`` = False; never vetoes the flow."""
+    rec['dns_response_valid'] = False
+    return True
+
+
+def is_dns_response(wire):
+    """True if ``wire`` is one complete, well-formed DNS message with the QR bit set."""
+    if len(wire) < 12 or not wire[2] & 0x80:
+        return False
+    try:
+        msg = dns.message.from_wire(bytes(wire))
+    except (dns.exception.DNSException, ValueError, IndexError, UnicodeError, TypeError):
+        return False
+    return bool(msg.flags & dns.flags.QR)
+
+
+def dns_udp(rec, udp, rev):
+    """udp: validate reverse-direction datagrams as DNS responses; False once one is valid."""
+    if rev and not rec['dns_response_valid']:
+        payload = udp.payload
+        if payload and is_dns_response(payload):
+            rec['dns_response_valid'] = True
+    return not rec['dns_response_valid']
+
+
+def dns_tcp(rec, tcp, rev):
+    """tcp: validate a reverse-direction length-prefixed DNS response; False once valid."""
+    if rev and not rec['dns_response_valid']:
+        n = tcp_payload_len(tcp)
+        if n > 2:
+            payload = tcp.payload[:n]
+            size = int.from_bytes(payload[:2], 'big')
+            if 12 <= size <= n - 2 and is_dns_response(payload[2:2 + size]):
+                rec['dns_response_valid'] = True
+    return not rec['dns_response_valid']

@@ -1,0 +1,182 @@
+"""TCP chain functions (PATHspider 1.0 names and fields) and a robust TCP option parser.
+
+Chain functions (see :mod:`pathspider.observer.chains` for the registry that documents every
+field once):
+
+``tcp_setup(rec, ip)`` (new_flow chain)
+    initialises ``fwd_syn_flags``/``rev_syn_flags`` (None) and ``fwd_fin``, ``rev_fin``,
+    ``fwd_rst``, ``rev_rst``, ``tcp_connected`` (False).
+``tcp_handshake(rec, tcp, rev)`` (tcp chain)
+    stores the full flag byte of every SYN segment in its direction's field (a later SYN
+    overwrites an earlier one) until the handshake completes; ``tcp_connected`` becomes True on
+    a forward-direction ACK after a forward SYN and a reverse SYN+ACK. Always returns True.
+``tcp_complete(rec, tcp, rev)`` (tcp chain)
+    sets the FIN/RST booleans of the segment's direction and returns False (flow complete) once
+    FINs were seen in both directions or any RST was seen.
+
+Fixes against the reference implementations (documented in ``docs/chains.md`` too):
+
+* 2.0's ``TCPChain`` stored a reverse-direction FIN in the *forward* field and vice versa; here
+  (as in 1.0) each FIN/RST is recorded in the direction it travelled.
+* 1.0 declared the flow connected on a forward ACK after *any* reverse SYN (its own TODO called
+  the test approximate); the reverse SYN must now carry ACK (a SYN+ACK), and the completing
+  forward segment must be a plain ACK, not another SYN.
+* The option parser of 1.0 (``_tcpoptions``) and 2.0 (``tcp_options``) kept only the last
+  occurrence of a kind (issue #189), looped forever on a zero-length option and raised on a
+  truncated one. :func:`iter_options` never loops or raises: a length below 2 or past the end
+  of the option space ends parsing. :func:`tcp_options` keeps every occurrence, in order.
+
+Payload lengths are computed from header lengths (IP length minus IP header minus TCP data
+offset), never from the captured bytes, so Ethernet padding on short frames is not taken for
+data (2.0's DSCP chain misclassified padded control segments this way).
+"""
+
+TCP_CWR = 0x80
+TCP_ECE = 0x40
+TCP_URG = 0x20
+TCP_ACK = 0x10
+TCP_PSH = 0x08
+TCP_RST = 0x04
+TCP_SYN = 0x02
+TCP_FIN = 0x01
+
+TCP_SA = TCP_SYN | TCP_ACK
+TCP_SEC = TCP_SYN | TCP_ECE | TCP_CWR
+TCP_SAEC = TCP_SYN | TCP_ACK | TCP_ECE | TCP_CWR
+TCP_SAE = TCP_SYN | TCP_ACK | TCP_ECE
+
+# TCP option kinds (names as in PATHspider 1.0's TFO plugin and 2.0's TCP chain)
+TO_EOL = 0
+TO_NOP = 1
+TO_MSS = 2
+TO_WS = 3
+TO_SACKOK = 4
+TO_SACK = 5
+TO_TS = 8
+TO_MPTCP = 30
+TO_FASTOPEN = 34
+TO_EXP253 = 253
+TO_EXPA = 254
+TO_EXPB = 255
+TO_EXP_FASTOPEN = (0xF9, 0x89)
+TO_EXID_FASTOPEN = TO_EXP_FASTOPEN   # the 2.0 name of the same magic
+
+_FIN_RST = TCP_FIN | TCP_RST
+
+
+def tcp_setup(rec, ip):
+    """new_flow: initialise the handshake and teardown fields; never vetoes the flow."""
+    rec['fwd_syn_flags'] = None
+    rec['rev_syn_flags'] = None
+    rec['fwd_fin'] = False
+    rec['rev_fin'] = False
+    rec['fwd_rst'] = False
+    rec['rev_rst'] = False
+    rec['tcp_connected'] = False
+    return True
+
+
+def tcp_handshake(rec, tcp, rev):
+    """tcp: record SYN flags per direction and notice the completed three-way handshake."""
+    if rec['tcp_connected']:
+        return True
+    flags = tcp.flags
+    if flags & TCP_SYN:
+        rec['rev_syn_flags' if rev else 'fwd_syn_flags'] = flags
+    elif flags & TCP_ACK and not rev and rec['fwd_syn_flags'] is not None:
+        rev_syn = rec['rev_syn_flags']
+        if rev_syn is not None and rev_syn & TCP_ACK:
+            rec['tcp_connected'] = True
+    return True
+
+
+def tcp_complete(rec, tcp, rev):
+    """tcp: record FIN and RST per direction; False (complete) after FIN+FIN or any RST."""
+    flags = tcp.flags
+    if flags & _FIN_RST:
+        if flags & TCP_FIN:
+            rec['rev_fin' if rev else 'fwd_fin'] = True
+        if flags & TCP_RST:
+            rec['rev_rst' if rev else 'fwd_rst'] = True
+    return not (rec['fwd_rst'] or rec['rev_rst'] or (rec['fwd_fin'] and rec['rev_fin']))
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+def option_bytes(tcp):
+    """The raw option space of a TCP header view (bytes after the fixed 20-byte header).
+
+    Uses ``tcp.data`` (header and payload, as python-libtrace exposes it) and the data offset;
+    a data offset pointing past the captured bytes yields what was captured.
+    """
+    doff = tcp.doff
+    if doff <= 5:
+        return b''
+    return bytes(tcp.data[20:doff * 4])
+
+
+def iter_options(buf):
+    """Yield ``(kind, value)`` for every option in ``buf`` (raw option bytes), in order.
+
+    NOP is skipped, EOL ends the list. A length byte below 2 (which would loop forever in the
+    reference parsers), a missing length byte, or a length running past the end of ``buf``
+    (truncated option) ends parsing silently: what was parsed before is kept.
+    """
+    i = 0
+    n = len(buf)
+    while i < n:
+        kind = buf[i]
+        if kind == TO_EOL:
+            return
+        if kind == TO_NOP:
+            i += 1
+            continue
+        if i + 1 >= n:
+            return
+        length = buf[i + 1]
+        if length < 2 or i + length > n:
+            return
+        yield kind, bytes(buf[i + 2:i + length])
+        i += length
+
+
+def tcp_options(tcp):
+    """Parse a TCP header view's options into ``{kind: [value, ...]}``, keeping every
+    occurrence of a kind in order (duplicates matter to middlebox studies, issue #189)."""
+    opts = {}
+    for kind, value in iter_options(option_bytes(tcp)):
+        opts.setdefault(kind, []).append(value)
+    return opts
+
+
+def _tcpoptions(tcp):
+    """1.0-compatible view: ``{kind: value}`` with the *last* occurrence of each kind.
+
+    Unlike 1.0's function of the same name it never loops or raises on malformed options.
+    """
+    return {kind: value for kind, value in iter_options(option_bytes(tcp))}
+
+
+def find_option(tcp, kind):
+    """Value bytes of the first option of ``kind``, or None; cheap when there are no options."""
+    if tcp.doff <= 5:
+        return None
+    for k, value in iter_options(option_bytes(tcp)):
+        if k == kind:
+            return value
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Payload length from header lengths
+
+def tcp_payload_len(tcp):
+    """Number of TCP payload bytes of a segment, from header lengths.
+
+    The dissector bounds ``tcp.data`` by the IP header's length fields (IPv4 total length,
+    IPv6 payload length), so link-layer padding is never counted; the TCP data offset gives
+    the header size. A truncated capture cannot make this negative.
+    """
+    n = len(tcp.data) - tcp.doff * 4
+    return n if n > 0 else 0
