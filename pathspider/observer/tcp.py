@@ -107,13 +107,9 @@ def tcp_complete(rec, tcp, rev):
 def option_bytes(tcp):
     """The raw option space of a TCP header view (bytes after the fixed 20-byte header).
 
-    Uses ``tcp.data`` (header and payload, as python-libtrace exposes it) and the data offset;
-    a data offset pointing past the captured bytes yields what was captured.
+    Reads the dissector's ``options_raw`` (bounded by the data offset and the captured bytes).
     """
-    doff = tcp.doff
-    if doff <= 5:
-        return b''
-    return bytes(tcp.data[20:doff * 4])
+    return tcp.options_raw
 
 
 def iter_options(buf):
@@ -174,9 +170,8 @@ def find_option(tcp, kind):
 def tcp_payload_len(tcp):
     """Number of TCP payload bytes of a segment, from header lengths.
 
-    The dissector bounds ``tcp.data`` by the IP header's length fields (IPv4 total length,
-    IPv6 payload length), so link-layer padding is never counted; the TCP data offset gives
-    the header size. A truncated capture cannot make this negative.
+    The dissector bounds the segment by the IP header's length fields (IPv4 total length,
+    IPv6 payload length), so link-layer padding is never counted, and subtracts the TCP data
+    offset (``tcp.payload_len``); this never allocates.
     """
-    n = len(tcp.data) - tcp.doff * 4
-    return n if n > 0 else 0
+    return tcp.payload_len

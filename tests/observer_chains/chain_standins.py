@@ -30,6 +30,14 @@ class TCP:
         self.fin_flag = bool(flags & 0x01)
         self.rst_flag = bool(flags & 0x04)
 
+    @property
+    def options_raw(self):
+        return self.data[20:self.doff * 4]
+
+    @property
+    def payload_len(self):
+        return max(0, len(self.data) - self.doff * 4)
+
 
 class UDP:
     def __init__(self, checksum=0x1234, payload=b'', sport=40000, dport=53):
