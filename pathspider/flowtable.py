@@ -1,0 +1,468 @@
+"""The Observer's flow table: packets in, flow records out, timed by the packet clock.
+
+This is the per-packet engine behind :class:`pathspider.observer.Observer`, with the semantics
+of PATHspider 1.0 (reference section 1.3):
+
+* A flow is keyed bidirectionally by its 5-tuple (TCP, UDP, SCTP, UDP-Lite; IPv4 and IPv6) or
+  3-tuple (other protocols). Its forward direction is the direction of its first packet;
+  ``rev`` tells chain functions whether a packet goes the other way.
+* A new flow gets a record ``{'first': t}`` and runs the ``new_flow`` chain ``fn(rec, ip)``;
+  a falsy return vetoes the flow: its later packets are ignored.
+* Every packet runs ``ip4``/``ip6`` ``fn(rec, ip, rev)``, then for ICMP ``icmp4``/``icmp6``
+  ``fn(rec, ip, q, rev)`` (``q`` = the quoted packet's IP view or None), then exactly one of
+  ``tcp`` ``fn(rec, tcp, rev)``, ``udp`` ``fn(rec, udp, rev)`` or ``l4`` ``fn(rec, ip, rev)``.
+  The first falsy return stops the remaining functions for that packet (in that chain and the
+  following ones) and completes the flow.
+* A completed flow keeps receiving packets for ``expiry_timeout`` seconds and is then emitted;
+  a flow without packets for ``idle_timeout`` seconds is completed. Both run on 1-second bins
+  of the packet clock (the timestamps of the packets), so replaying a pcap is deterministic.
+  What is left is emitted by :meth:`FlowTable.flush`.
+* ICMPv4 errors (types 3, 4, 5, 11, 12) and ICMPv6 errors (1, 2, 3, 4) quoting an IP header
+  plus 8 bytes are attached to the flow of the quoted packet, as reverse-direction packets of
+  it. A shorter quotation is keyed by the ICMP packet's own 3-tuple.
+
+Fixes relative to 1.0 (reference section 6): IPv6 extension headers are skipped before keying
+(#264); ICMPv6 errors are linked (#145); non-first IPv4/IPv6 fragments are mapped to the flow
+of their first fragment when it was seen (#144), else keyed by 3-tuple; records never carry
+internal keys (#17); vetoed flows are forgotten after ``idle_timeout`` without packets instead
+of being remembered for the whole run; a chain function that raises is logged and counted,
+the Observer goes on.
+
+Cost per packet: one dict lookup with a raw-bytes key (each flow is stored under its forward
+and its reverse key), no per-packet timer bookkeeping (idle timers are re-armed lazily when
+their bin comes up), header views built only for chains that exist.
+"""
+
+import heapq
+import logging
+import math
+
+from pathspider import dissector
+from pathspider.dissector import (IP4, IP6, TCP, UDP, ICMP, ICMP6, DissectError, Malformed,
+                                  NotIP, Short, parse_ip)
+from pathspider.packetsource import META
+
+logger = logging.getLogger("pathspider.observer")
+
+# Flow states.
+ACTIVE = 0      # receiving packets, idle timer armed
+EXPIRING = 1    # completed; still receiving packets until its expiry bin comes up
+IGNORED = 2     # vetoed by the new_flow chain; packets dropped until idle
+GONE = 3        # emitted or forgotten; stale timer entries skip it
+
+#: Transport protocols keyed by 5-tuple (they start with 16-bit source and destination ports).
+PORT_PROTOS = frozenset((dissector.PROTO_TCP, dissector.PROTO_UDP, dissector.PROTO_SCTP,
+                         dissector.PROTO_UDPLITE))
+
+FRAGMAP_SIZE = 4096
+"""How many first fragments are remembered to key later fragments of the same datagram."""
+
+CHAIN_NAMES = ("new_flow", "ip4", "ip6", "icmp4", "icmp6", "tcp", "udp", "l4")
+
+_MAX_LOGGED_ERRORS = 10
+
+
+class Flow:
+    """Table entry: the record plus the state that must never leak into it."""
+
+    __slots__ = ("rec", "state", "tab", "fkey", "rkey", "seq", "expires")
+
+    def __init__(self, rec, state, tab, fkey, rkey, seq):
+        self.rec = rec
+        self.state = state
+        self.tab = tab          # the per-protocol dict holding both keys
+        self.fkey = fkey        # key of the forward direction (first packet)
+        self.rkey = rkey        # key of the reverse direction
+        self.seq = seq          # creation order, for a deterministic flush
+        self.expires = None     # bin at which a completed flow is emitted
+
+
+def reverse_key(key):
+    """The key of the opposite direction: swap addresses (and ports for 5-tuple keys)."""
+    n = len(key)
+    if n == 12 or n == 36:              # 2 addresses + 2 ports
+        a = (n - 4) >> 1
+        return key[a:2 * a] + key[:a] + key[n - 2:] + key[n - 4:n - 2]
+    a = n >> 1                          # 3-tuple: 2 addresses (protocol = the table)
+    return key[a:] + key[:a]
+
+
+def packet_key(ip):
+    """The forward key of an IP view (used for quotations and fragments; the hot path inlines
+    the same computation). Raises :class:`Short` when the ports are not captured.
+    """
+    buf, off = ip.buf, ip.off
+    addrs = buf[off + 12:off + 20] if ip.version == 4 else buf[off + 8:off + 40]
+    if ip.proto in PORT_PROTOS and ip.l4 >= 0:
+        l4 = ip.l4
+        if l4 + 4 > ip.end:
+            raise Short("transport ports not captured")
+        return addrs + buf[l4:l4 + 4]
+    return addrs
+
+
+class Counters:
+    """What the table saw; ``as_dict()`` is JSON-ready."""
+
+    __slots__ = ("packets", "short", "nonip", "malformed", "flows", "ignored", "emitted",
+                 "chain_errors", "icmp_linked", "fragments")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class FlowTable:
+    """Flow state and timers for one packet stream of one link type.
+
+    ``chains`` maps chain names (:data:`CHAIN_NAMES`) to sequences of functions. Feed packets
+    with :meth:`process` (a pcapy-ng batch) or :meth:`process_packet`; take finished records
+    from :attr:`emitted` (a list the caller may swap out) and call :meth:`flush` at the end.
+    """
+
+    def __init__(self, linktype, chains, idle_timeout=30, expiry_timeout=5):
+        self.link = dissector.link_offset(linktype)
+        self.linktype = linktype
+        c = {name: tuple(chains.get(name, ())) for name in CHAIN_NAMES}
+        self.new_flow_chain = c["new_flow"]
+        self.ip4_chain = c["ip4"]
+        self.ip6_chain = c["ip6"]
+        self.icmp4_chain = c["icmp4"]
+        self.icmp6_chain = c["icmp6"]
+        self.tcp_chain = c["tcp"]
+        self.udp_chain = c["udp"]
+        self.l4_chain = c["l4"]
+        self.idle_timeout = idle_timeout
+        self.expiry_timeout = expiry_timeout
+        self.tabs = [dict() for _ in range(256)]     # one table per IP protocol number
+        self.bins = {}                               # bin time -> [Flow, ...]
+        self.heap = []                               # bin times, min-heap
+        self.next_tick = math.inf                    # process bins when a packet is later
+        self.clock = None                            # quantised packet clock (int seconds)
+        self.fragmap = {}                            # (addrs, ident, proto) -> (tab, key)
+        self.emitted = []
+        self.ct = Counters()
+        self._seq = 0
+        self._errors_logged = 0
+
+    # ------------------------------------------------------------------ timers
+
+    def _schedule(self, t, flow):
+        b = self.bins.get(t)
+        if b is None:
+            self.bins[t] = [flow]
+            heapq.heappush(self.heap, t)
+            if t - 1 < self.next_tick:
+                self.next_tick = t - 1
+        else:
+            b.append(flow)
+
+    def tick(self, ts):
+        """Advance the packet clock to ``ceil(ts)`` and run every bin that became due.
+
+        Bins are run in time order: an idle flow completes (and is re-armed for expiry), a flow
+        whose idle bin comes up but that saw packets since is re-armed for its new idle time,
+        expiring flows are emitted. Work is proportional to the flows in due bins only.
+        """
+        clock = math.ceil(ts)
+        if self.clock is not None and clock <= self.clock:
+            return
+        self.clock = clock
+        heap, bins = self.heap, self.bins
+        idle, expiry = self.idle_timeout, self.expiry_timeout
+        while heap and heap[0] <= clock:
+            t = heapq.heappop(heap)
+            for flow in bins.pop(t):
+                state = flow.state
+                if state == EXPIRING:
+                    if flow.expires == t:       # not a stale idle-bin entry
+                        self._emit(flow)
+                    continue
+                if state != ACTIVE and state != IGNORED:
+                    continue
+                due = math.ceil(flow.rec["last"] + idle)
+                if due > t:
+                    self._schedule(due, flow)
+                elif state == ACTIVE:
+                    self._complete(flow, t)
+                else:
+                    self._forget(flow)
+        self.next_tick = heap[0] - 1 if heap else math.inf
+
+    def _complete(self, flow, now):
+        """Move an active flow to expiring; it is emitted when bin ``now + expiry`` comes up."""
+        flow.state = EXPIRING
+        flow.expires = math.ceil(now + self.expiry_timeout)
+        self._schedule(flow.expires, flow)
+
+    def _forget(self, flow):
+        flow.state = GONE
+        tab = flow.tab
+        tab.pop(flow.fkey, None)
+        if flow.rkey != flow.fkey:
+            tab.pop(flow.rkey, None)
+
+    def _emit(self, flow):
+        self._forget(flow)
+        self.emitted.append(flow.rec)
+        self.ct.emitted += 1
+
+    def flush(self):
+        """Emit every flow still in the table: completed ones first, then active ones.
+
+        Within each group flows come in creation order. Vetoed flows are dropped. Timers are
+        cleared, so the table can be reused (the clock keeps its value).
+        """
+        seen = []
+        for tab in self.tabs:
+            if tab:
+                for key, (flow, rev) in tab.items():
+                    if not rev and flow.state != GONE:
+                        seen.append(flow)
+        seen.sort(key=lambda f: (f.state != EXPIRING, f.seq))
+        for flow in seen:
+            if flow.state == IGNORED:
+                self._forget(flow)
+            else:
+                self._emit(flow)
+        self.bins.clear()
+        self.heap.clear()
+        self.next_tick = math.inf
+        self.fragmap.clear()
+
+    # ------------------------------------------------------------------ packets
+
+    def process(self, pkts, meta):
+        """Run every packet of a pcapy-ng batch ``(pkts, meta)`` through the table."""
+        link = self.link
+        proc = self._process_ip
+        ct = self.ct
+        for sec, usec, off, caplen in META.iter_unpack(meta):
+            ts = sec + usec * 1e-6
+            if ts > self.next_tick:
+                self.tick(ts)
+            ct.packets += 1
+            end = off + caplen
+            try:
+                ip = parse_ip(pkts, link(pkts, off, end), end, ts)
+            except Short:
+                ct.short += 1
+                continue
+            except NotIP:
+                ct.nonip += 1
+                continue
+            except Malformed:
+                ct.malformed += 1
+                continue
+            proc(ip, ts)
+
+    def process_packet(self, buf, ts):
+        """Run one packet (link-layer bytes captured at ``ts``) through the table."""
+        if ts > self.next_tick:
+            self.tick(ts)
+        self.ct.packets += 1
+        try:
+            ip = parse_ip(buf, self.link(buf, 0, len(buf)), len(buf), ts)
+        except Short:
+            self.ct.short += 1
+            return
+        except NotIP:
+            self.ct.nonip += 1
+            return
+        except Malformed:
+            self.ct.malformed += 1
+            return
+        self._process_ip(ip, ts)
+
+    def _process_ip(self, ip, ts):
+        """Key one IP packet, find or create its flow, run the chains."""
+        ct = self.ct
+        try:
+            tab, key, q, quoted = self._key(ip)
+        except Short:
+            ct.short += 1
+            return
+        except Malformed:
+            ct.malformed += 1
+            return
+        except (IndexError, ValueError) as err:     # defensive: never let a packet kill us
+            ct.malformed += 1
+            self._log_error("dissecting", err)
+            return
+        v = tab.get(key)
+        if v is None:
+            flow = self._new_flow(ip, ts, tab, key, quoted)
+            if flow is None:
+                return
+            rev = False
+        else:
+            flow, rev = v
+            if quoted:                      # an ICMP error travels against the quoted packet
+                rev = not rev
+            if flow.state == IGNORED:
+                flow.rec["last"] = ts
+                return
+        rec = flow.rec
+        rec["last"] = ts
+        try:
+            ok = self._run_chains(rec, ip, q, rev)
+        except Exception as err:            # a chain bug must not stop the observer
+            ct.chain_errors += 1
+            self._log_error("in a chain function", err)
+            return
+        if not ok and flow.state == ACTIVE:
+            self._complete(flow, ts)
+
+    def _key(self, ip):
+        """Return ``(table, key, quoted_view, key_is_quoted)`` for an IP view.
+
+        Checks that the transport header the chains will be handed is complete.
+        """
+        proto = ip.proto
+        buf, l4, end = ip.buf, ip.l4, ip.end
+        q = None
+        if l4 >= 0:
+            if proto == dissector.PROTO_TCP:
+                if l4 + 20 > end:
+                    raise self._short_or_malformed(ip, "TCP header")
+                hl = (buf[l4 + 12] >> 4) << 2
+                if hl < 20:
+                    raise Malformed("TCP data offset %d" % hl)
+                if l4 + hl > end:
+                    raise self._short_or_malformed(ip, "TCP options")
+                ip._tcp = TCP(buf, l4, end)
+            elif proto == dissector.PROTO_UDP:
+                if l4 + 8 > end:
+                    raise self._short_or_malformed(ip, "UDP header")
+                ip._udp = UDP(buf, l4, end)
+            elif proto == dissector.PROTO_ICMP or proto == dissector.PROTO_ICMP6:
+                if l4 + 4 > end:
+                    raise self._short_or_malformed(ip, "ICMP header")
+                # ICMPv4 over IPv6 or ICMPv6 over IPv4: keyed by 3-tuple, no ICMP view
+                if (proto == dissector.PROTO_ICMP) == (ip.version == 4):
+                    cls = ICMP if proto == dissector.PROTO_ICMP else ICMP6
+                    icmp = ip._icmp = cls(buf, l4, end, ip.seconds)
+                    if buf[l4] in icmp.ERROR_TYPES:
+                        q = icmp.quoted
+                        if q is not None:
+                            qkey = self._quote_key(q)
+                            if qkey is not None:
+                                self.ct.icmp_linked += 1
+                                return self.tabs[q.proto], qkey, q, True
+            elif proto in PORT_PROTOS:
+                if l4 + 4 > end:
+                    raise self._short_or_malformed(ip, "transport ports")
+        elif ip.version == 4 and ip.is_fragment or ip.version == 6 and ip.frag >= 0:
+            return self._fragment_key(ip) + (None, False)
+        return self.tabs[proto], self._fast_key(ip), q, False
+
+    def _fast_key(self, ip):
+        buf, off, l4 = ip.buf, ip.off, ip.l4
+        if ip.version == 4:
+            if ip.proto in PORT_PROTOS and l4 >= 0:
+                key = buf[off + 12:off + 20] + buf[l4:l4 + 4]
+            else:
+                key = buf[off + 12:off + 20]
+        else:
+            if ip.proto in PORT_PROTOS and l4 >= 0:
+                key = buf[off + 8:off + 40] + buf[l4:l4 + 4]
+            else:
+                key = buf[off + 8:off + 40]
+        if ip.is_fragment and l4 >= 0 and ip.has_mf:
+            self._remember_fragment(ip, key)
+        return key
+
+    def _quote_key(self, q):
+        """Key of a quoted packet, or None if less than its IP header + 8 bytes was quoted."""
+        if q.l4 < 0 or q.l4 + 8 > q.end:
+            return None
+        return packet_key(q)
+
+    @staticmethod
+    def _short_or_malformed(ip, what):
+        if ip.off + ip.size > ip.capend:
+            return Short("%s truncated" % what)
+        return Malformed("%s does not fit in the IP length" % what)
+
+    def _fragment_id(self, ip):
+        buf, off = ip.buf, ip.off
+        if ip.version == 4:
+            return (buf[off + 12:off + 20], buf[off + 4:off + 6], ip.proto)
+        return (buf[off + 8:off + 40], buf[ip.frag + 4:ip.frag + 8], ip.proto)
+
+    def _remember_fragment(self, ip, key):
+        fm = self.fragmap
+        if len(fm) >= FRAGMAP_SIZE:
+            del fm[next(iter(fm))]
+        fm[self._fragment_id(ip)] = (self.tabs[ip.proto], key)
+
+    def _fragment_key(self, ip):
+        """Table and key of a non-first fragment: its first fragment's flow, else its 3-tuple."""
+        self.ct.fragments += 1
+        hit = self.fragmap.get(self._fragment_id(ip))
+        if hit is not None:
+            return hit
+        buf, off = ip.buf, ip.off
+        addrs = buf[off + 12:off + 20] if ip.version == 4 else buf[off + 8:off + 40]
+        return self.tabs[ip.proto], addrs
+
+    def _new_flow(self, ip, ts, tab, key, quoted):
+        """Create (or veto) the flow of a packet whose key is not in the table."""
+        rec = {"first": ts}
+        fkey = reverse_key(key) if quoted else key
+        rkey = key if quoted else reverse_key(key)
+        self._seq += 1
+        for fn in self.new_flow_chain:
+            if not fn(rec, ip):
+                flow = Flow({"last": ts}, IGNORED, tab, fkey, rkey, self._seq)
+                self.ct.ignored += 1
+                break
+        else:
+            flow = Flow(rec, ACTIVE, tab, fkey, rkey, self._seq)
+            self.ct.flows += 1
+        tab[fkey] = (flow, False)
+        if rkey != fkey:
+            tab[rkey] = (flow, True)
+        self._schedule(math.ceil(ts + self.idle_timeout), flow)
+        return flow if flow.state == ACTIVE else None
+
+    def _run_chains(self, rec, ip, q, rev):
+        """Run the per-packet chains; False as soon as one function returns a falsy value."""
+        if ip.version == 4:
+            for fn in self.ip4_chain:
+                if not fn(rec, ip, rev):
+                    return False
+            icmp_chain = self.icmp4_chain
+        else:
+            for fn in self.ip6_chain:
+                if not fn(rec, ip, rev):
+                    return False
+            icmp_chain = self.icmp6_chain
+        if ip._icmp:
+            for fn in icmp_chain:
+                if not fn(rec, ip, q, rev):
+                    return False
+        if ip._tcp:
+            for fn in self.tcp_chain:
+                if not fn(rec, ip._tcp, rev):
+                    return False
+        elif ip._udp:
+            for fn in self.udp_chain:
+                if not fn(rec, ip._udp, rev):
+                    return False
+        elif ip.proto != dissector.PROTO_TCP and ip.proto != dissector.PROTO_UDP:
+            for fn in self.l4_chain:
+                if not fn(rec, ip, rev):
+                    return False
+        return True
+
+    def _log_error(self, where, err):
+        self._errors_logged += 1
+        if self._errors_logged <= _MAX_LOGGED_ERRORS:
+            logger.warning("packet %d: error %s: %s: %s%s", self.ct.packets, where,
+                           type(err).__name__, err,
+                           " (further errors are only counted)"
+                           if self._errors_logged == _MAX_LOGGED_ERRORS else "")
