@@ -162,13 +162,18 @@ class SystemState:
 
     Usable as a context manager (restores on exit). :meth:`restore` is idempotent and restores
     each item exactly once; failures are logged and the remaining items are still restored.
+    With ``track=True`` the registry is also restored by :func:`restore_all`, i.e. at exit and
+    on SIGTERM/SIGHUP, even if its owner never calls :meth:`restore` (a plugin creates its
+    registry this way and restores it in ``restore_system_state``).
     """
 
-    def __init__(self):
+    def __init__(self, track=False):
         self._items = []
         self._sysctls = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        if track:
+            _track(self)
 
     def sysctl(self, name):
         """The :class:`Sysctl` for ``name``, opened and remembered on first use."""
@@ -212,20 +217,37 @@ class SystemState:
         return False
 
 
-_default = SystemState()
-_hooks_lock = threading.Lock()
+_tracked = []
+_tracked_lock = threading.Lock()
 _hooks_installed = False
 
 
-def _ensure_hooks():
-    """Register the atexit hook and the signal handlers once per process."""
+def _track(state):
+    """Remember ``state`` for :func:`restore_all`; install the exit hooks on first use."""
     global _hooks_installed
-    with _hooks_lock:
-        if _hooks_installed:
-            return
+    with _tracked_lock:
+        _tracked.append(state)
+        install = not _hooks_installed
         _hooks_installed = True
-    atexit.register(restore_all)
-    install_signal_handlers()
+    if install:
+        atexit.register(restore_all)
+        install_signal_handlers()
+
+
+_default = None
+
+
+def _default_state():
+    global _default
+    with _tracked_lock:
+        state = _default
+    if state is None:
+        state = SystemState(track=True)
+        with _tracked_lock:
+            if _default is None:
+                _default = state
+            state = _default
+    return state
 
 
 def sysctl(name):
@@ -233,22 +255,26 @@ def sysctl(name):
 
     The original value is remembered now and restored when the run ends in any way.
     """
-    _ensure_hooks()
-    return _default.sysctl(name)
+    return _default_state().sysctl(name)
 
 
 def nft_table(name, definition, family="inet"):
     """Create a process-wide registered :class:`NftTable`; deleted when the run ends."""
-    _ensure_hooks()
-    return _default.nft_table(name, definition, family)
+    return _default_state().nft_table(name, definition, family)
 
 
 def restore_all():
-    """Restore everything registered through :func:`sysctl` / :func:`nft_table`.
+    """Restore every tracked registry (:func:`sysctl`, :func:`nft_table`, and every
+    ``SystemState(track=True)``), newest first.
 
     Safe to call several times and from any exit path; returns the list of errors.
     """
-    return _default.restore()
+    with _tracked_lock:
+        states = list(_tracked)
+    errors = []
+    for state in reversed(states):
+        errors.extend(state.restore())
+    return errors
 
 
 def _exit_on_signal(signum, frame):

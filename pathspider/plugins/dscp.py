@@ -1,0 +1,220 @@
+"""``dscp``: does a non-zero DiffServ codepoint (RFC 2474) break the path, and what comes back?
+
+Each target gets two connections: the baseline (configuration 0) unmarked, the experiment
+(configuration 1) with every packet marked with ``--codepoint``. The Observer records the
+codepoints of the SYNs and of the first data packets in both directions, so the output shows
+what was sent and what the target (or the path) sent back.
+
+How the marking works: the plugin creates its own nftables table, ``inet pathspider_dscp``,
+and nothing else. Its ``output`` chain rewrites the DSCP of IPv4 and IPv6 packets of connections
+carrying a conntrack mark bit (:data:`CT_BIT`); configuration 1 adds one rule that sets that bit
+on every *new* connection, configuration 0 removes it. So every packet of a connection opened
+during configuration 1 is marked for the connection's whole life (SYN, retransmissions, the
+HTTP request, ACKs, FIN), even when configuration 0 is back in force by then, and no packet of a
+baseline connection is. The table is deleted when the run ends, however it ends.
+
+Differences from PATHspider 1.0 (see ``docs/plugins/dscp.md``):
+
+* 1.0 flushed the whole ``mangle`` table (deleting unrelated rules) and marked only TCP to port
+  80; here only the plugin's own table is touched, and all outgoing traffic of the experiment's
+  connections is marked, IPv4 and IPv6, any port.
+* ``--codepoint`` (default 48, CS6, as 2.0.1), ``--timeout`` and ``--connect http|tcp``
+  (http by default, so that data packets, and their reply marks, exist).
+* The connection is split like the ECN plugin's: ``connect`` only sends the SYN.
+"""
+import collections
+import logging
+
+from pathspider import sysstate
+from pathspider.base import NO_FLOW, Conn, PluggableSpider, SynchronizedSpider
+from pathspider.observer import Observer, basic_count, basic_flow
+from pathspider.observer.dscp import dscp_extract, dscp_setup  # noqa: F401  (1.0 location)
+from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
+from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
+from pathspider.spider import utc_now_text
+from pathspider.util import tcpclient
+from pathspider.util.tcpclient import job_host, job_rank
+
+log = logging.getLogger("pathspider.plugins.dscp")
+
+DEFAULT_CODEPOINT = 48
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_CONNECT = "http"
+
+TABLE = "pathspider_dscp"
+#: Conntrack mark bit that tells the output chain to mark a connection's packets.
+CT_BIT = 0x00400000
+
+#: 1.0's record (first six fields), plus the fields added here.
+SpiderRecord = collections.namedtuple(
+    "SpiderRecord",
+    ["ip", "rport", "port", "host", "config", "connstate",
+     "rank", "tstart", "tstop", "spdr_state", "sip", "http_status", "codepoint"],
+    defaults=(None,) * 7)
+
+
+def table_definition(codepoint):
+    """Chains of the plugin's table: mark connections carrying :data:`CT_BIT`; ``toggle``
+    (empty in configuration 0) gives new connections that bit in configuration 1."""
+    return (
+        "chain output {\n"
+        "  type filter hook output priority mangle; policy accept;\n"
+        "  jump toggle\n"
+        f"  ct mark and {CT_BIT:#x} == {CT_BIT:#x} ip dscp set {codepoint}\n"
+        f"  ct mark and {CT_BIT:#x} == {CT_BIT:#x} ip6 dscp set {codepoint}\n"
+        "}\n"
+        "chain toggle {\n"
+        "}")
+
+
+def toggle_script(on):
+    """nft commands switching the marking of new connections on or off (atomically)."""
+    script = f"flush chain inet {TABLE} toggle\n"
+    if on:
+        script += (f"add rule inet {TABLE} toggle ct state new "
+                   f"ct mark set ct mark or {CT_BIT:#x}\n")
+    return script
+
+
+def conditions(baseline, experiment):
+    """2.0-style conditions: ``dscp.<cp>.connectivity.*`` and ``dscp.<cp>.replymark:<n>``.
+
+    ``<cp>`` is the codepoint the experiment's SYN (or first data packet) carried as captured
+    when it left; the reply marks are the reverse SYN's codepoint (or the first reverse data
+    codepoint). Unobserved flows add ``pathspider.not_observed`` instead of hiding the rest.
+    """
+    def mark(rec, direction):
+        if not rec or not rec.get('observed'):
+            return None
+        syn = rec.get(f'{direction}_syn_dscp')
+        return syn if syn else rec.get(f'{direction}_data_dscp', syn)
+
+    ok0 = bool(baseline and baseline.get('connstate'))
+    ok1 = bool(experiment and experiment.get('connstate'))
+    state = {(True, True): 'works', (True, False): 'broken', (False, True): 'transient',
+             (False, False): 'offline'}[(ok0, ok1)]
+    sent = mark(experiment, 'fwd')
+    if sent is None and experiment:
+        sent = experiment.get('codepoint')
+    conds = [f'dscp.{sent}.connectivity.{state}']
+    for rec in (baseline, experiment):
+        reply = mark(rec, 'rev')
+        if reply is not None:
+            conds.append(f'dscp.{mark(rec, "fwd")}.replymark:{reply}')
+    if not (baseline and baseline.get('observed')) or not (experiment and
+                                                             experiment.get('observed')):
+        conds.append('pathspider.not_observed')
+    return conds
+
+
+class DSCP(SynchronizedSpider, PluggableSpider):
+    """A/B test of DiffServ marking: baseline unmarked, experiment marked with a codepoint."""
+
+    def __init__(self, worker_count, libtrace_uri, args):
+        super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
+        self.conn_timeout = getattr(args, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
+        self.connect_mode = getattr(args, "connect", DEFAULT_CONNECT) or DEFAULT_CONNECT
+        codepoint = getattr(args, "codepoint", DEFAULT_CODEPOINT)
+        self.codepoint = DEFAULT_CODEPOINT if codepoint is None else codepoint
+        self.dscp = self.codepoint  # 1.0 attribute name
+        tcpclient.raise_fd_limit()
+        self.system_state = sysstate.SystemState(track=True)
+        self.table = self.system_state.nft_table(TABLE, table_definition(self.codepoint))
+        self._marking = None
+
+    def _mark_new_connections(self, on):
+        if self._marking is not on:
+            self.table.apply(toggle_script(on))
+            self._marking = on
+
+    def config_zero(self):
+        """Baseline: new connections are not marked."""
+        self._mark_new_connections(False)
+
+    def config_one(self):
+        """Experiment: every packet of connections opened now carries the codepoint."""
+        self._mark_new_connections(True)
+
+    def restore_system_state(self):
+        """Delete the plugin's nftables table."""
+        self.system_state.restore()
+
+    def connect(self, job, pcs, config):
+        """Send the SYN (non-blocking); conntrack remembers the configuration it left in."""
+        return tcpclient.start_connect(job[0], job[1], self.conn_timeout)
+
+    def post_connect(self, job, conn, pcs, config):
+        """Wait for the handshake, exchange the HTTP request if asked, close, build the record."""
+        status = None
+        try:
+            state = tcpclient.finish_connect(conn)
+            if state == Conn.OK and self.connect_mode == "http":
+                request = tcpclient.http_request(job_host(job), job[0])
+                status = tcpclient.http_get(conn, request, self.conn_timeout)
+        finally:
+            tcpclient.close(conn)
+        return SpiderRecord(job[0], job[1], conn.port, job_host(job), config, state == Conn.OK,
+                            job_rank(job), conn.tstart, utc_now_text(), state.value, conn.sip,
+                            status, self.codepoint if config else 0)
+
+    def create_observer(self):
+        """Observer with the basic, TCP, DSCP and ICMP chains."""
+        return Observer(self.libtrace_uri,
+                        new_flow_chain=[basic_flow, tcp_setup, dscp_setup, icmp_setup],
+                        ip4_chain=[basic_count, dscp_extract],
+                        ip6_chain=[basic_count, dscp_extract],
+                        icmp4_chain=[icmp_unreachable],
+                        icmp6_chain=[icmp6_unreachable],
+                        tcp_chain=[tcp_handshake, tcp_complete])
+
+    def merge(self, flow, res):
+        """1.0's merge, plus ``sip``, ``rank``, times and the codepoint applied."""
+        if flow == NO_FLOW:
+            flow = {"sip": res.sip, "dip": res.ip, "sp": res.port, "dp": res.rport,
+                    "observed": False}
+        else:
+            flow["observed"] = True
+        flow["connstate"] = res.connstate
+        flow["config"] = res.config
+        flow["host"] = res.host
+        flow["rank"] = res.rank
+        flow["tstart"] = res.tstart
+        flow["tstop"] = res.tstop
+        flow["spdr_state"] = res.spdr_state
+        flow["http_status"] = res.http_status
+        flow["codepoint"] = res.codepoint
+        self.outqueue.put(flow)
+
+    @staticmethod
+    def register_args(subparsers):
+        parser = subparsers.add_parser(
+            "dscp", help="DiffServ codepoints (RFC 2474): connectivity with a marked "
+                         "connection, and the marks that come back",
+            description="Connects to every target twice, unmarked and with every packet "
+                        "marked with --codepoint (through the plugin's own nftables table "
+                        "inet pathspider_dscp), and records the codepoints seen both ways.")
+        parser.add_argument("--codepoint", "-c", type=_codepoint, default=DEFAULT_CODEPOINT,
+                            help="DSCP value 0-63 for the experiment (default %(default)s, "
+                                 "CS6; 46 is EF)")
+        parser.add_argument("--timeout", "-t", type=_positive_float, default=DEFAULT_TIMEOUT,
+                            help="seconds to wait for a connection (and again for the HTTP "
+                                 "reply) (default %(default)s)")
+        parser.add_argument("--connect", choices=["http", "tcp"], default=DEFAULT_CONNECT,
+                            help="http: send GET / and read the reply (default); tcp: "
+                                 "handshake only, as 1.0")
+        parser.set_defaults(spider=DSCP)
+        return parser
+
+
+def _codepoint(text):
+    value = int(text, 0)
+    if not 0 <= value <= 63:
+        raise ValueError(text)
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
