@@ -1,0 +1,203 @@
+"""``tfo``: does TCP Fast Open (RFC 7413) work on the path?
+
+Each target gets two connections, back to back (no system-wide switch, so the spider is
+desynchronized):
+
+* baseline (configuration 0): a Fast Open connection without a cookie. The SYN carries an
+  empty Fast Open option (a cookie request); a server that supports TFO, on a path that lets
+  the option through, answers with a cookie in its SYN+ACK, which the kernel caches. ``GET /``
+  follows after the handshake.
+* experiment (configuration 1): a Fast Open connection with the cookie just obtained. The SYN
+  carries the cookie *and* the ``GET /`` request; the server acknowledges the data in its
+  SYN+ACK. Skipped (no record) when the baseline failed, as in 1.0.
+
+The Observer records the Fast Open option kind and cookie length on each SYN and SYN+ACK, the
+SYN's sequence number and payload length, and the SYN+ACK's acknowledgement number
+(:mod:`pathspider.observer.tfo`): data on SYN was accepted when
+``tfo_ack == tfo_seq + tfo_dlen + 1``.
+
+The client side of Fast Open must be enabled (bit 1 of ``net.ipv4.tcp_fastopen``); the plugin
+sets it if needed and puts the original value back when the run ends.
+
+Differences from PATHspider 1.0 (see ``docs/plugins/tfo.md``): 1.0's baseline was a plain
+connection and its experiment made two Fast Open connections (an unmatched cookie request, then
+data on SYN); here the cookie request is the baseline, so both connections are in the output.
+Every connection has a timeout (1.0's Fast Open connects had none), the skip decision travels in
+the per-job ``pcs`` instead of being appended to the job list, jobs need not have four columns,
+and results carry the local port also after a failure, ``sip``, ``spdr_state`` and the HTTP
+status.
+"""
+import collections
+import logging
+import time
+
+from pathspider import sysstate
+from pathspider.base import NO_FLOW, NO_RESULT, Conn, DesynchronizedSpider, PluggableSpider
+from pathspider.observer import Observer, basic_count, basic_flow
+from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
+from pathspider.observer.tcp import (TO_EOL, TO_EXPA, TO_EXPB, TO_FASTOPEN,  # noqa: F401
+                                     TO_MPTCP, TO_MSS, TO_NOP, TO_SACK, TO_SACKOK, TO_TS,
+                                     TO_WS, TO_EXP_FASTOPEN, _tcpoptions, tcp_complete,
+                                     tcp_handshake, tcp_setup)
+from pathspider.observer.tfo import (_tfocookie, _tfopacket, _tfosetup,  # noqa: F401
+                                     tfo_packet, tfo_setup)
+from pathspider.spider import utc_now_text
+from pathspider.util import tcpclient
+from pathspider.util.tcpclient import job_host, job_rank
+
+log = logging.getLogger("pathspider.plugins.tfo")
+
+USER_AGENT = tcpclient.USER_AGENT
+DEFAULT_TIMEOUT = 5.0
+#: Bit of ``net.ipv4.tcp_fastopen`` that enables Fast Open on outgoing connections.
+TFO_CLIENT_ENABLE = 0x1
+
+#: 1.0's record (first nine fields), plus the fields added here.
+TFOSpiderRecord = collections.namedtuple(
+    "TFOSpiderRecord",
+    ["ip", "rport", "port", "host", "config", "c0t", "c1t", "connstate", "rank",
+     "spdr_state", "sip", "http_status", "tstart", "tstop"],
+    defaults=(None,) * 5)
+
+#: What ``connect`` hands to ``post_connect``: the finished attempt and its HTTP status.
+TFOConnection = collections.namedtuple("TFOConnection", ["attempt", "state", "http_status",
+                                                         "tstop"])
+
+
+def conditions(baseline, experiment):
+    """Conditions for one target, in the style of 2.0 (proposed for TFO in 1.0's issue #203).
+
+    ``tfo.connectivity.works|broken|transient|offline`` (``skipped`` experiments count as
+    failed); ``tfo.cookie.received|not_received`` from the baseline's SYN+ACK;
+    ``tfo.syndata.acked|not_acked|not_sent`` from the experiment's SYN.
+    """
+    ok0 = bool(baseline and baseline.get('connstate'))
+    ok1 = bool(experiment and experiment.get('connstate'))
+    state = {(True, True): 'works', (True, False): 'broken', (False, True): 'transient',
+             (False, False): 'offline'}[(ok0, ok1)]
+    conds = [f'tfo.connectivity.{state}']
+    if baseline and baseline.get('observed'):
+        got = baseline.get('tfo_ackkind') and baseline.get('tfo_ackclen')
+        conds.append('tfo.cookie.received' if got else 'tfo.cookie.not_received')
+    if experiment and experiment.get('observed'):
+        if not experiment.get('tfo_dlen'):
+            conds.append('tfo.syndata.not_sent')
+        elif syn_data_acked(experiment):
+            conds.append('tfo.syndata.acked')
+        else:
+            conds.append('tfo.syndata.not_acked')
+    if not (baseline and baseline.get('observed')) or not (experiment and
+                                                             experiment.get('observed')):
+        conds.append('pathspider.not_observed')
+    return conds
+
+
+def syn_data_acked(flow):
+    """True if the SYN+ACK acknowledged the data carried on the Fast Open SYN."""
+    dlen = flow.get('tfo_dlen') or 0
+    return bool(dlen) and flow.get('tfo_ack') == (flow.get('tfo_seq', 0) + dlen + 1) % 2**32
+
+
+class TFO(DesynchronizedSpider, PluggableSpider):
+    """TCP Fast Open: cookie request (baseline), then data on SYN with the cookie."""
+
+    def __init__(self, worker_count, libtrace_uri, args):
+        super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
+        self.conn_timeout = getattr(args, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
+        tcpclient.raise_fd_limit()
+        self.system_state = sysstate.SystemState(track=True)
+        fastopen = self.system_state.sysctl("net.ipv4.tcp_fastopen")
+        value = int(fastopen.original)
+        if not value & TFO_CLIENT_ENABLE:
+            fastopen.set(value | TFO_CLIENT_ENABLE)
+            log.info("enabled client-side TCP Fast Open (net.ipv4.tcp_fastopen=%d) for the run",
+                     value | TFO_CLIENT_ENABLE)
+
+    def restore_system_state(self):
+        """Put ``net.ipv4.tcp_fastopen`` back to its original value."""
+        self.system_state.restore()
+
+    def pre_connect(self, job):
+        """Per-job state shared by both connections (the baseline's outcome and timing)."""
+        return {"baseline_ok": False, "c0t": None, "c1t": None}
+
+    def connect(self, job, pcs, config):
+        """Make one complete Fast Open connection (the experiment needs the baseline's cookie,
+        so nothing is left for ``post_connect`` but building the record)."""
+        if config == 1 and not pcs["baseline_ok"]:
+            return TFOConnection(None, Conn.SKIPPED, None, None)
+        request = tcpclient.http_request(job_host(job), job[0])
+        attempt = tcpclient.start_connect(job[0], job[1], self.conn_timeout, data=request)
+        status = None
+        try:
+            state = tcpclient.finish_connect(attempt)
+            if state == Conn.OK:
+                status = tcpclient.http_get(attempt, request, self.conn_timeout)
+        finally:
+            tcpclient.close(attempt)
+        elapsed = round(time.monotonic() - attempt.started, 6)
+        if config == 0:
+            pcs["baseline_ok"] = state == Conn.OK
+            pcs["c0t"] = elapsed
+        else:
+            pcs["c1t"] = elapsed
+        return TFOConnection(attempt, state, status, utc_now_text())
+
+    def post_connect(self, job, conn, pcs, config):
+        """The record of one connection; ``NO_RESULT`` for a skipped experiment (as 1.0)."""
+        if conn.state == Conn.SKIPPED:
+            return NO_RESULT
+        attempt = conn.attempt
+        return TFOSpiderRecord(job[0], job[1], attempt.port, job_host(job), config, pcs["c0t"],
+                               pcs["c1t"], conn.state == Conn.OK, job_rank(job),
+                               conn.state.value, attempt.sip, conn.http_status, attempt.tstart,
+                               conn.tstop)
+
+    def create_observer(self):
+        """Observer with the basic, TCP, TFO and ICMP chains."""
+        return Observer(self.libtrace_uri,
+                        new_flow_chain=[basic_flow, tcp_setup, tfo_setup, icmp_setup],
+                        ip4_chain=[basic_count],
+                        ip6_chain=[basic_count],
+                        icmp4_chain=[icmp_unreachable],
+                        icmp6_chain=[icmp6_unreachable],
+                        tcp_chain=[tfo_packet, tcp_handshake, tcp_complete])
+
+    def merge(self, flow, res):
+        """1.0's merge (``cookie0_time``/``cookie1_time``), plus ``sip`` and the new fields."""
+        if flow == NO_FLOW:
+            flow = {"sip": res.sip, "dip": res.ip, "sp": res.port, "dp": res.rport,
+                    "observed": False}
+        else:
+            flow["observed"] = True
+        flow["connstate"] = res.connstate
+        flow["host"] = res.host
+        flow["rank"] = res.rank
+        flow["config"] = res.config
+        flow["cookie0_time"] = res.c0t
+        flow["cookie1_time"] = res.c1t
+        flow["spdr_state"] = res.spdr_state
+        flow["http_status"] = res.http_status
+        flow["tstart"] = res.tstart
+        flow["tstop"] = res.tstop
+        self.outqueue.put(flow)
+
+    @staticmethod
+    def register_args(subparsers):
+        parser = subparsers.add_parser(
+            "tfo", help="TCP Fast Open (RFC 7413): cookie request, then data on SYN",
+            description="Connects to every target twice with TCP Fast Open: first asking for "
+                        "a cookie, then (if that worked) sending GET / on the SYN with the "
+                        "cookie, and records what the SYNs and SYN+ACKs carried.")
+        parser.add_argument("--timeout", "-t", type=_positive_float, default=DEFAULT_TIMEOUT,
+                            help="seconds to wait for a connection (and again for the HTTP "
+                                 "reply) (default %(default)s)")
+        parser.set_defaults(spider=TFO)
+        return parser
+
+
+def _positive_float(text):
+    value = float(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
