@@ -10,10 +10,12 @@ Build an Observer from chain names::
     from pathspider.observer.chains import observer_for
     observer = observer_for("pcap:trace.pcap", ["basic", "tcp", "ecn"])
 
-Chain lists are concatenated in the order the names are given (a function named twice is used
-once), so ``basic,tcp,tfo`` gives ``tcp_chain = [tcp_handshake, tcp_complete, tfo_packet]`` as
-PATHspider 1.0's TFO plugin had. Remember the Observer's short-circuit: once a function
-returns False for a packet, later functions do not see that packet.
+Chain lists are concatenated in registry order (the order of :data:`REGISTRY`, whatever the
+order of the names given; a chain named twice is used once), so ``tfo,basic,tcp`` gives
+``tcp_chain = [tcp_handshake, tcp_complete, tfo_packet]`` as PATHspider 1.0's TFO plugin had.
+A fixed order matters because of the Observer's short-circuit: once a function returns False
+for a packet, later functions do not see that packet; ``basic`` and ``tcp`` come first so
+their counters and FIN/RST flags see every packet.
 
 Regenerate the documentation with ``python -m pathspider.observer.chains > docs/chains.md``.
 """
@@ -264,13 +266,14 @@ def check_names(names):
 
 
 def chain_lists(names):
-    """``{chain list name: [function, ...]}`` for the Observer, from chain names in order.
+    """``{chain list name: [function, ...]}`` for the Observer, from chain names.
 
-    Every list of :data:`CHAIN_LISTS` is present; a function named by two chains is used once.
+    Chains are taken in registry order; every list of :data:`CHAIN_LISTS` is present; a
+    function named by two chains is used once.
     """
     check_names(names)
     lists = {lst: [] for lst in CHAIN_LISTS}
-    for name in names:
+    for name in (n for n in REGISTRY if n in names):
         for lst, funcs in REGISTRY[name].functions().items():
             for fn in funcs:
                 if fn not in lists[lst]:
@@ -288,10 +291,10 @@ def observer_for(lturi, names, **kwargs):
 
 
 def fields_for(names):
-    """All fields produced by the named chains plus the Observer's own, in order."""
+    """All fields produced by the named chains plus the Observer's own, in registry order."""
     check_names(names)
     out = list(OBSERVER_FIELDS)
-    for name in names:
+    for name in (n for n in REGISTRY if n in names):
         out.extend(f for f in REGISTRY[name].fields if f not in out)
     return out
 
@@ -347,12 +350,15 @@ def markdown():
            '`pathspider.observer.chains.observer_for(lturi, ["basic", "tcp"])`.', '',
            'Functions return True to continue and False when the flow is complete; the first '
            'False stops the remaining functions for that packet (1.0 short-circuit '
-           'semantics). Forward is the direction of the flow\'s first packet.', '',
+           'semantics). Selected chains run in the order of this page (basic and tcp first, '
+           'so their counters and flags see every packet), whatever the order they are '
+           'named in. Forward is the direction of the flow\'s first packet.', '',
            'Every record also has:', '',
            '| Field | Type | Meaning |', '|---|---|---|']
     out += [f'| `{f.name}` | {f.type} | {f.meaning} |' for f in OBSERVER_FIELDS]
     for chain in REGISTRY.values():
-        out += ['', f'## `{chain.name}`', '', chain.summary[:1].upper() + chain.summary[1:] + '.', '',
+        summary = chain.summary[:1].upper() + chain.summary[1:] + '.'
+        out += ['', f'## `{chain.name}`', '', summary, '',
                 f'Origin: {chain.origin}. Module: `{chain.module}`.', '', 'Hooks:', '']
         out += [f'- `{lst}`: ' + ', '.join(f'`{r.replace(":", ".")}`' for r in refs)
                 for lst, refs in chain.hooks]

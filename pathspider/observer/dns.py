@@ -4,7 +4,9 @@
     ``dns_response_valid`` = False.
 ``dns_udp(rec, udp, rev)`` (udp chain) and ``dns_tcp(rec, tcp, rev)`` (tcp chain)
     a reverse-direction payload that parses as a DNS message with the QR (response) bit set
-    sets ``dns_response_valid`` and completes the flow (returns False). Over TCP the message
+    sets ``dns_response_valid`` and completes the flow: the function returns False for that
+    packet only (later packets get True, so chain functions after this one still see the
+    FINs and counters of the expiring flow). Over TCP the message
     is preceded by its two-byte length (RFC 1035 section 4.2.2); the first length-prefixed
     message of a segment is checked, and a segment that does not hold it whole is ignored.
     Unparseable payloads are ignored.
@@ -43,16 +45,17 @@ def is_dns_response(wire):
 
 
 def dns_udp(rec, udp, rev):
-    """udp: validate reverse-direction datagrams as DNS responses; False once one is valid."""
+    """udp: validate reverse-direction datagrams as DNS responses; False on the first valid."""
     if rev and not rec['dns_response_valid']:
         payload = udp.payload
         if payload and is_dns_response(payload):
             rec['dns_response_valid'] = True
-    return not rec['dns_response_valid']
+            return False
+    return True
 
 
 def dns_tcp(rec, tcp, rev):
-    """tcp: validate a reverse-direction length-prefixed DNS response; False once valid."""
+    """tcp: validate a reverse-direction length-prefixed DNS response; False on the first."""
     if rev and not rec['dns_response_valid']:
         n = tcp_payload_len(tcp)
         if n > 2:
@@ -60,4 +63,5 @@ def dns_tcp(rec, tcp, rev):
             size = int.from_bytes(payload[:2], 'big')
             if 12 <= size <= n - 2 and is_dns_response(payload[2:2 + size]):
                 rec['dns_response_valid'] = True
-    return not rec['dns_response_valid']
+                return False
+    return True

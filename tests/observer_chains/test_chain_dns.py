@@ -24,6 +24,8 @@ def test_udp_response_completes_flow():
     assert N.dns_udp(rec, UDP(payload=RESPONSE), False) is True     # wrong direction
     assert N.dns_udp(rec, UDP(payload=RESPONSE), True) is False
     assert rec['dns_response_valid'] is True
+    # completion is signalled once; later packets pass on to the next chain functions
+    assert N.dns_udp(rec, UDP(payload=RESPONSE), True) is True
 
 
 def test_query_in_reverse_and_garbage_are_not_responses():

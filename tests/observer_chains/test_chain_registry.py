@@ -54,6 +54,13 @@ def test_chain_lists_order_and_dedup():
                                                                'tfo_setup']
 
 
+def test_chain_lists_use_registry_order():
+    lists = C.chain_lists(['dns', 'tfo', 'tcp', 'basic'])
+    assert [fn.__name__ for fn in lists['tcp_chain']] == ['tcp_handshake', 'tcp_complete',
+                                                          'tfo_packet', 'dns_tcp']
+    assert [fn.__name__ for fn in lists['ip4_chain']] == ['basic_count']
+
+
 def test_unknown_and_empty_names_are_errors():
     with pytest.raises(C.UnknownChainError, match='unknown chains: foo, bar'):
         C.parse_names('basic,foo,bar')
