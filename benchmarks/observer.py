@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Observer throughput: packets/s over a generated pcap, next to a bare pcapy-ng read loop.
+
+Generates (once, cached under /tmp) an Ethernet pcap of ~200k packets in ~20k TCP flows, half
+IPv4 and half IPv6, one flow in four ECN-marked (ECT(0) on data, ECE/CWR on the SYN), with
+flows interleaved over ~60 s so that expiry and idle timers fire during the replay. Then
+reports, in the same run:
+
+* ``bare``: a pcapy-ng ``next_batch`` loop over the file that unpacks every packet's metadata
+  and slices its bytes (the floor any Observer pays);
+* ``observer``: ``Observer.flows()`` with basic_flow + basic_count + the TCP chain
+  (tcp_setup, tcp_handshake, tcp_complete) + the ECN chain (ecn_setup, ecn_code).
+
+Usage: ``python benchmarks/observer.py [--flows N] [--repeat R] [--profile]``. ``--profile``
+prints the top of a cProfile of one observer run. The target is >= 600k packets/s.
+"""
+
+import argparse
+import cProfile
+import os
+import pstats
+import random
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "data", "core"))
+import make_pcaps as mk  # noqa: E402  (the struct packet crafter of the test captures)
+
+import pcapy  # noqa: E402
+
+from pathspider.observer import Observer, basic_count, basic_flow  # noqa: E402
+
+try:
+    from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
+    from pathspider.observer.ecn import ecn_code, ecn_setup
+    CHAINS_FROM = "pathspider.observer.tcp / pathspider.observer.ecn"
+except ImportError:          # chain library not there yet: minimal local equivalents
+    CHAINS_FROM = "LOCAL STAND-INS (chain library missing)"
+
+    def tcp_setup(rec, ip):
+        rec.update(fwd_syn_flags=None, rev_syn_flags=None, fwd_fin=False, rev_fin=False,
+                   fwd_rst=False, rev_rst=False, tcp_connected=False)
+        return True
+
+    def tcp_handshake(rec, tcp, rev):
+        if not rec["tcp_connected"]:
+            flags = tcp.flags
+            if flags & 2:
+                rec["rev_syn_flags" if rev else "fwd_syn_flags"] = flags
+            elif flags & 0x10 and not rev and rec["rev_syn_flags"] is not None:
+                rec["tcp_connected"] = True
+        return True
+
+    def tcp_complete(rec, tcp, rev):
+        flags = tcp.flags
+        if flags & 1:
+            rec["rev_fin" if rev else "fwd_fin"] = True
+        if flags & 4:
+            rec["rev_rst" if rev else "fwd_rst"] = True
+        return not (rec["fwd_rst"] or rec["rev_rst"] or (rec["fwd_fin"] and rec["rev_fin"]))
+
+    def ecn_setup(rec, ip):
+        rec.update(fwd_ez=False, fwd_eo=False, fwd_ce=False, rev_ez=False, rev_eo=False,
+                   rev_ce=False)
+        return True
+
+    def ecn_code(rec, ip, rev):
+        code = ip.traffic_class & 3
+        if code:
+            rec[("rev_" if rev else "fwd_") + ("", "eo", "ez", "ce")[code]] = True
+        return True
+
+PCAP = "/tmp/pathspider-bench-observer-%d.pcap"
+
+
+def flow_packets(i, v6, ecn):
+    """Ten packets of one TCP connection (handshake, two requests, FIN exchange)."""
+    if v6:
+        c = "2001:db8:1::%x" % (i % 60000 + 1)
+        s = "2001:db8:100::%x" % (i % 250 + 1)
+        mkp, kw = mk.tcp6, "tc"
+    else:
+        c = "198.18.%d.%d" % (i // 250 % 64, i % 250 + 1)
+        s = "198.18.64.%d" % (i % 250 + 1)
+        mkp, kw = mk.tcp4, "tos"
+    sp, dp = 10000 + i % 50000, 80
+    ect = {kw: 2 if ecn else 0}
+    syn = mk.SYN | (mk.ECE | mk.CWR if ecn else 0)
+    sa = mk.SYN | mk.ACK | (mk.ECE if ecn else 0)
+    data = b"x" * 100
+    return [
+        mkp(c, s, sp, dp, syn, seq=1),
+        mkp(s, c, dp, sp, sa, seq=9, ack=2),
+        mkp(c, s, sp, dp, mk.ACK, seq=2, ack=10),
+        mkp(c, s, sp, dp, mk.PSH | mk.ACK, seq=2, ack=10, payload=data, **ect),
+        mkp(s, c, dp, sp, mk.PSH | mk.ACK, seq=10, ack=102, payload=data * 4, **ect),
+        mkp(c, s, sp, dp, mk.ACK, seq=102, ack=410, **ect),
+        mkp(s, c, dp, sp, mk.PSH | mk.ACK, seq=410, ack=102, payload=data, **ect),
+        mkp(c, s, sp, dp, mk.FIN | mk.ACK, seq=102, ack=510, **ect),
+        mkp(s, c, dp, sp, mk.FIN | mk.ACK, seq=510, ack=103, **ect),
+        mkp(c, s, sp, dp, mk.ACK, seq=103, ack=511),
+    ]
+
+
+def generate(path, nflows, seed=1):
+    """Write the benchmark pcap: flows start over ~60 s, their packets 1-50 ms apart."""
+    rnd = random.Random(seed)
+    events = []
+    t0 = 1_700_000_000.0
+    for i in range(nflows):
+        start = t0 + 60.0 * i / nflows
+        t = start
+        for p in flow_packets(i, v6=i % 2 == 1, ecn=i % 4 < 2):
+            events.append((t, mk.eth(p)))
+            t += rnd.uniform(0.001, 0.05)
+    events.sort(key=lambda e: e[0])
+    mk.write_pcap(path, events, 1)
+    return len(events)
+
+
+def bare_loop(path):
+    """pcapy-ng floor: read every batch, unpack every packet's metadata, slice its bytes."""
+    unpack = struct.Struct("=IIII").iter_unpack
+    cap = pcapy.open_offline(path)
+    n = 0
+    t = time.perf_counter()
+    while True:
+        pkts, meta = cap.next_batch(1024)
+        if not meta:
+            break
+        for sec, usec, off, caplen in unpack(meta):
+            pkts[off:off + caplen]
+            n += 1
+    return n, time.perf_counter() - t
+
+
+def make_observer(path):
+    return Observer(path, new_flow_chain=[basic_flow, tcp_setup, ecn_setup],
+                    ip4_chain=[basic_count, ecn_code], ip6_chain=[basic_count, ecn_code],
+                    tcp_chain=[tcp_handshake, tcp_complete])
+
+
+def observer_run(path):
+    obs = make_observer(path)
+    t = time.perf_counter()
+    nrec = sum(1 for _ in obs.flows())
+    dt = time.perf_counter() - t
+    return obs.stats()["packets"], nrec, dt
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--flows", type=int, default=20000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args(argv)
+
+    path = PCAP % args.flows
+    if not os.path.exists(path):
+        t = time.perf_counter()
+        n = generate(path, args.flows)
+        print("generated %s: %d packets, %d flows in %.1f s" % (
+            path, n, args.flows, time.perf_counter() - t))
+    print("chains from: %s" % CHAINS_FROM)
+    print("python %s" % sys.version.split()[0])
+
+    best_bare = best_obs = None
+    for _ in range(args.repeat):
+        n, dt = bare_loop(path)
+        best_bare = max(best_bare or 0, n / dt)
+        n, nrec, dt = observer_run(path)
+        best_obs = max(best_obs or 0, n / dt)
+    print("bare pcapy-ng next_batch loop: %10.0f packets/s" % best_bare)
+    print("observer (basic+tcp+ecn):      %10.0f packets/s  (%d packets, %d flows)" % (
+        best_obs, n, nrec))
+    print("observer / bare: %.2f; target 600000 packets/s: %s" % (
+        best_obs / best_bare, "met" if best_obs >= 600000 else "NOT met"))
+
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        observer_run(path)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
