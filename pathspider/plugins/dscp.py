@@ -6,12 +6,15 @@ codepoints of the SYNs and of the first data packets in both directions, so the 
 what was sent and what the target (or the path) sent back.
 
 How the marking works: the plugin creates its own nftables table, ``inet pathspider_dscp``,
-and nothing else. Its ``output`` chain rewrites the DSCP of IPv4 and IPv6 packets of connections
-carrying a conntrack mark bit (:data:`CT_BIT`); configuration 1 adds one rule that sets that bit
-on every *new* connection, configuration 0 removes it. So every packet of a connection opened
-during configuration 1 is marked for the connection's whole life (SYN, retransmissions, the
-HTTP request, ACKs, FIN), even when configuration 0 is back in force by then, and no packet of a
-baseline connection is. The table is deleted when the run ends, however it ends.
+and nothing else. The first packet of every new connection (conntrack entry) jumps to the
+``toggle`` chain, which records the configuration in force in the connection's conntrack mark:
+bit :data:`CT_SEEN` always, bit :data:`CT_MARK` in configuration 1. Every outgoing IPv4 and IPv6
+packet of a connection with :data:`CT_MARK` gets the codepoint. A configuration switch replaces
+the one rule of ``toggle`` (one atomic ``nft`` transaction). So every packet of a connection
+opened during configuration 1 is marked for the connection's whole life (SYN, retransmissions,
+the HTTP request, ACKs, FIN), even when configuration 0 is back in force by then, and no packet
+of a baseline connection is, not even a SYN retransmitted while configuration 1 is in force.
+The table is deleted when the run ends, however it ends.
 
 Differences from PATHspider 1.0 (see ``docs/plugins/dscp.md``):
 
@@ -42,8 +45,10 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_CONNECT = "http"
 
 TABLE = "pathspider_dscp"
-#: Conntrack mark bit that tells the output chain to mark a connection's packets.
-CT_BIT = 0x00400000
+#: Conntrack mark bit: the connection was opened during configuration 1, mark its packets.
+CT_MARK = 0x00400000
+#: Conntrack mark bit: the configuration of the connection has been recorded.
+CT_SEEN = 0x00800000
 
 #: 1.0's record (first six fields), plus the fields added here.
 SpiderRecord = collections.namedtuple(
@@ -54,26 +59,25 @@ SpiderRecord = collections.namedtuple(
 
 
 def table_definition(codepoint):
-    """Chains of the plugin's table: mark connections carrying :data:`CT_BIT`; ``toggle``
-    (empty in configuration 0) gives new connections that bit in configuration 1."""
+    """Chains of the plugin's table (see the module docstring); ``toggle`` starts empty and
+    gets its rule from the first configuration applied."""
     return (
         "chain output {\n"
         "  type filter hook output priority mangle; policy accept;\n"
-        "  jump toggle\n"
-        f"  ct mark and {CT_BIT:#x} == {CT_BIT:#x} ip dscp set {codepoint}\n"
-        f"  ct mark and {CT_BIT:#x} == {CT_BIT:#x} ip6 dscp set {codepoint}\n"
+        f"  ct mark and {CT_SEEN:#x} == 0 jump toggle\n"
+        f"  ct mark and {CT_MARK:#x} == {CT_MARK:#x} ip dscp set {codepoint}\n"
+        f"  ct mark and {CT_MARK:#x} == {CT_MARK:#x} ip6 dscp set {codepoint}\n"
         "}\n"
         "chain toggle {\n"
         "}")
 
 
 def toggle_script(on):
-    """nft commands switching the marking of new connections on or off (atomically)."""
-    script = f"flush chain inet {TABLE} toggle\n"
-    if on:
-        script += (f"add rule inet {TABLE} toggle ct state new "
-                   f"ct mark set ct mark or {CT_BIT:#x}\n")
-    return script
+    """nft commands (one transaction) recording configuration 1 (``on``) or 0 in the conntrack
+    mark of connections opened from now on."""
+    bits = CT_SEEN | (CT_MARK if on else 0)
+    return (f"flush chain inet {TABLE} toggle\n"
+            f"add rule inet {TABLE} toggle ct mark set ct mark or {bits:#x}\n")
 
 
 def conditions(baseline, experiment):
