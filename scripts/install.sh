@@ -9,6 +9,7 @@ need_apt=()
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 if [ ${#need_apt[@]} -gt 0 ]; then

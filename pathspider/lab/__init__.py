@@ -1,1 +1,13 @@
-"""The lab: a real, impaired Internet path built from Linux network namespaces."""
+"""The lab: a real, impaired Internet path built from Linux network namespaces.
+
+``Lab(name).up()`` builds a client, a middlebox and a server namespace joined by veth links,
+with one target subnet per impairment class (see :mod:`pathspider.lab.plan`), HTTP and DNS
+servers, and nftables impairments in the middlebox; ``down()`` removes it all. The command
+``pathspider lab up|down|status|targets|exec`` does the same from a shell, and
+:mod:`pathspider.lab.fixtures` offers it to pytest.
+"""
+from .lab import Lab, LabError
+from .plan import CLASS_NAMES, CLASSES
+from .targets import make_targets
+
+__all__ = ["Lab", "LabError", "CLASSES", "CLASS_NAMES", "make_targets"]

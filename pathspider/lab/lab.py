@@ -1,0 +1,388 @@
+"""The Lab: builds, checks, describes and removes one named lab.
+
+A lab named ``N`` is three network namespaces ``N-client``, ``N-mbox`` and ``N-server`` (see
+:mod:`pathspider.lab.plan`), a supervisor with the HTTP and DNS servers in ``N-server``, the
+impairment ruleset in ``N-mbox``, a resolver file ``/etc/netns/N-client/resolv.conf`` (which
+``ip netns exec`` shows as ``/etc/resolv.conf`` inside the client, pointing at the lab DNS) and
+a run directory (default ``/run/pathspider-lab/N``) with the state file, PID file and logs.
+
+The state file ``lab.json`` is written before anything is created and records each namespace's
+identity (inode) as it is made, so ``down`` removes exactly what this lab made, also after a
+crash half-way through ``up``; a namespace of the same name that the lab did not make is never
+touched and makes ``up`` fail before it builds anything.
+"""
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import impair, netns, path, plan, probe, procs, targets, topology
+
+log = logging.getLogger("pathspider.lab")
+
+RUN_ROOT = "/run/pathspider-lab"
+STATE_FILE = "lab.json"
+PIDS_FILE = "pids.json"
+RESOLV_ROOT = "/etc/netns"
+ROLES = ("client", "mbox", "server")
+SUPERVISOR_START_TIMEOUT = 40.0
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+REQUIRED_TOOLS = {"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "ethtool": "ethtool"}
+
+#: Client-namespace sysctls that measurement plugins change (and must restore).
+SNAPSHOT_SYSCTLS = (
+    "net.ipv4.tcp_ecn",
+    "net.ipv4.tcp_ecn_fallback",
+    "net.ipv4.tcp_fastopen",
+    "net.ipv4.tcp_timestamps",
+    "net.ipv4.tcp_sack",
+    "net.ipv4.tcp_window_scaling",
+)
+
+
+class LabError(Exception):
+    """A lab operation could not be done; the message says why and what to do."""
+
+
+def preflight():
+    """Raise LabError unless we are root and the needed tools are installed."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root: it creates network namespaces, links and "
+                       "nftables rules (run it as root, e.g. with sudo)")
+    for tool, package in REQUIRED_TOOLS.items():
+        if not netns.which(tool):
+            raise LabError(f"'{tool}' not found on PATH: install the Debian package {package} "
+                           f"(scripts/install.sh does)")
+
+
+def _ancestors():
+    """This process and its ancestors' PIDs (never to be killed by a clean-up)."""
+    pid, out = os.getpid(), set()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
+class Lab:
+    """One named lab; see the module docstring. All methods except ``targets`` need root."""
+
+    def __init__(self, name="psl", rundir=None, http_workers=None):
+        if not NAME_RE.match(name or ""):
+            raise LabError(f"bad lab name {name!r}: use up to 32 letters, digits, '-' or '_'")
+        self.name = name
+        self.rundir = rundir or os.path.join(RUN_ROOT, name)
+        self.namespaces = {role: f"{name}-{role}" for role in ROLES}
+        self.client_netns = self.namespaces["client"]
+        self.mbox_netns = self.namespaces["mbox"]
+        self.server_netns = self.namespaces["server"]
+        self.client_interface = plan.CLIENT_IFACE
+        self.http_workers = http_workers or min(4, max(2, os.cpu_count() or 2))
+        self.resolv_dir = os.path.join(RESOLV_ROOT, self.client_netns)
+
+    def __repr__(self):
+        return f"Lab(name={self.name!r}, rundir={self.rundir!r})"
+
+    # -- state file ---------------------------------------------------------------------
+    @property
+    def state_path(self):
+        return os.path.join(self.rundir, STATE_FILE)
+
+    def _read_state(self):
+        try:
+            with open(self.state_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise LabError(f"lab state file {self.state_path} is corrupt ({exc}); "
+                           f"remove the lab's namespaces by hand (ip netns del)") from exc
+
+    def _write_state(self, state):
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f, indent=1)
+        os.replace(tmp, self.state_path)
+
+    def _read_pids(self):
+        try:
+            with open(os.path.join(self.rundir, PIDS_FILE)) as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    # -- identity and health -------------------------------------------------------------
+    def _owned(self, state, role):
+        """Whether namespace ``role`` exists and is the one this lab made."""
+        info = (state or {}).get("namespaces", {}).get(role)
+        if info is None:
+            return False
+        ino = netns.inode(info["name"])
+        return ino is not None and info.get("inode") in (None, ino)
+
+    def _server_process_alive(self, pid, state):
+        """Whether ``pid`` is a live lab process inside this lab's server namespace."""
+        if not pid or not procs.is_lab_process(pid):
+            return False
+        try:
+            return (os.stat(f"/proc/{pid}/ns/net").st_ino
+                    == state["namespaces"]["server"]["inode"])
+        except (OSError, KeyError):
+            return False
+
+    def _servers(self, state):
+        """{service: {"pid", "alive"}} for the supervisor and every service."""
+        pids = self._read_pids()
+        out = {"supervisor": pids.get("supervisor") or (state or {}).get("supervisor")}
+        out.update(pids.get("services", {}))
+        return {name: {"pid": pid, "alive": self._server_process_alive(pid, state or {})}
+                for name, pid in out.items()}
+
+    def _problems(self, state):
+        """What is wrong with a lab that claims to be up (empty list: healthy)."""
+        if not state:
+            return ["no state file"]
+        problems = []
+        if state.get("phase") != "up":
+            problems.append(f"phase is {state.get('phase')!r}")
+        for role in ROLES:
+            if not self._owned(state, role) or state["namespaces"][role].get("inode") is None:
+                problems.append(f"namespace {self.namespaces[role]} missing or replaced")
+        if problems:
+            return problems
+        problems += [f"{name} (pid {s['pid']}) not running"
+                     for name, s in self._servers(state).items() if not s["alive"]]
+        if not impair.loaded(self.mbox_netns):
+            problems.append("impairment ruleset not loaded")
+        return problems
+
+    def is_up(self):
+        """Whether the lab is built and its servers and impairments are in place."""
+        preflight()
+        return not self._problems(self._read_state())
+
+    # -- up -------------------------------------------------------------------------------
+    def up(self):
+        """Build the lab (idempotent). Returns True if it changed anything, False if the lab
+        was already up and answering. Raises LabError, leaving nothing behind, on failure."""
+        preflight()
+        state = self._read_state()
+        if state is not None:
+            problems = self._problems(state)
+            if not problems:
+                failures = netns.call_in(self.client_netns, probe.wait_ready, attempts=1)
+                if not failures:
+                    log.info("lab %s is already up; nothing changed", self.name)
+                    return False
+                problems = failures
+            log.warning("lab %s is not healthy (%s); rebuilding it", self.name,
+                        "; ".join(problems))
+            self._teardown(state)
+        self._check_clash()
+        try:
+            self._build()
+        except BaseException as exc:
+            self._teardown(self._read_state())
+            if not isinstance(exc, Exception):
+                raise
+            raise LabError(f"lab {self.name}: up failed: {exc} "
+                           f"(everything it had built was removed)") from exc
+        log.info("lab %s is up", self.name)
+        return True
+
+    def _check_clash(self):
+        clash = [ns for ns in self.namespaces.values() if netns.exists(ns)]
+        if clash:
+            raise LabError(f"network namespace(s) {', '.join(clash)} already exist but were "
+                           f"not made by lab {self.name} (no state in {self.rundir}); "
+                           f"remove them (ip netns del NAME) or choose another lab name")
+
+    def _build(self):
+        os.makedirs(self.rundir, exist_ok=True)
+        state = {"name": self.name, "phase": "building", "created": time.time(),
+                 "namespaces": {role: {"name": ns, "inode": None}
+                                for role, ns in self.namespaces.items()},
+                 "resolv": None, "supervisor": None, "path": {}}
+        self._write_state(state)
+        for role, ns in self.namespaces.items():
+            state["namespaces"][role]["inode"] = netns.create(ns)
+            self._write_state(state)
+        topology.build(self.namespaces)
+        impair.load(self.mbox_netns)
+        state["resolv"] = self._write_resolv()
+        self._write_state(state)
+        state["supervisor"] = self._start_servers()
+        self._write_state(state)
+        failures = netns.call_in(self.client_netns, probe.wait_ready)
+        if failures:
+            raise RuntimeError("services do not answer from the client: " + "; ".join(failures))
+        state["phase"] = "up"
+        self._write_state(state)
+
+    def _write_resolv(self):
+        """Point the client namespace's resolver (via ``ip netns exec``) at the lab DNS."""
+        os.makedirs(self.resolv_dir, exist_ok=True)
+        with open(os.path.join(self.resolv_dir, "resolv.conf"), "w") as f:
+            f.write(f"# pathspider lab {self.name}: the lab DNS server\n"
+                    f"nameserver {plan.DNS_V4}\nnameserver {plan.DNS_V6}\n"
+                    f"search {plan.DOMAIN}\noptions timeout:1 attempts:2\n")
+        return self.resolv_dir
+
+    def _start_servers(self):
+        """Start the supervisor in the server namespace; returns its PID once all serve."""
+        env = dict(os.environ)
+        pkg_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
+        argv = [sys.executable, "-m", "pathspider.lab.supervisor", "--rundir", self.rundir,
+                "--http-workers", self.http_workers, "--daemon"]
+        with open(os.path.join(self.rundir, "supervisor.log"), "ab") as logf:
+            done = subprocess.run(netns.command(self.server_netns, argv), env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf,
+                                  timeout=SUPERVISOR_START_TIMEOUT, check=False,
+                                  cwd=self.rundir)
+        verdict = done.stdout.decode(errors="replace").strip()
+        pid = self._read_pids().get("supervisor")
+        if done.returncode != 0 or not verdict.startswith("ready") or not pid:
+            raise RuntimeError(f"servers did not start ({verdict or 'no report'}); "
+                               f"see the logs in {self.rundir}")
+        return pid
+
+    # -- down -----------------------------------------------------------------------------
+    def down(self):
+        """Remove everything this lab made. Returns True if there was anything to remove."""
+        preflight()
+        state = self._read_state()
+        if state is None:
+            if os.path.isdir(self.rundir) and not os.listdir(self.rundir):
+                os.rmdir(self.rundir)
+            strays = [ns for ns in self.namespaces.values() if netns.exists(ns)]
+            if strays:
+                raise LabError(f"lab {self.name} has no state in {self.rundir} but namespace(s) "
+                               f"{', '.join(strays)} exist; not removing what this lab did "
+                               f"not make (ip netns del NAME removes them)")
+            return False
+        self._teardown(state)
+        log.info("lab %s is down", self.name)
+        return True
+
+    def _teardown(self, state):
+        """Stop processes, delete owned namespaces, the resolver file and the run directory."""
+        state = state or {}
+        sup = self._read_pids().get("supervisor") or state.get("supervisor")
+        if self._server_process_alive(sup, state):
+            procs.stop([sup])
+        keep = _ancestors()
+        for role in ROLES:
+            if not self._owned(state, role):
+                continue
+            ns = self.namespaces[role]
+            leftovers = [p for p in netns.pids(ns) if p not in keep]
+            if leftovers:
+                log.info("stopping processes left in %s: %s", ns, leftovers)
+                procs.stop(leftovers, timeout=3.0)
+            netns.remove(ns)
+        for role in ROLES:
+            ns = self.namespaces[role]
+            if netns.exists(ns) and not self._owned(state, role):
+                log.warning("namespace %s was not made by lab %s; left alone", ns, self.name)
+        if state.get("resolv") or os.path.isdir(self.resolv_dir):
+            shutil.rmtree(self.resolv_dir, ignore_errors=True)
+        if os.path.exists(self.state_path):
+            shutil.rmtree(self.rundir, ignore_errors=True)
+
+    # -- status ---------------------------------------------------------------------------
+    def status(self):
+        """A JSON-ready description: phase, namespaces, servers, rule counters, path faults."""
+        preflight()
+        state = self._read_state()
+        problems = self._problems(state)
+        out = {"name": self.name, "rundir": self.rundir, "up": not problems,
+               "phase": state.get("phase") if state else "down",
+               "problems": problems if state else [],
+               "namespaces": {role: {"name": ns, "exists": netns.exists(ns),
+                                     "ours": self._owned(state, role)}
+                              for role, ns in self.namespaces.items()},
+               "servers": self._servers(state) if state else {},
+               "counters": [], "path": (state or {}).get("path", {})}
+        if state and self._owned(state, "mbox"):
+            try:
+                out["counters"] = impair.counters(self.mbox_netns)
+            except (RuntimeError, ValueError) as exc:
+                out["problems"].append(f"cannot read counters: {exc}")
+        return out
+
+    # -- using the lab --------------------------------------------------------------------
+    @staticmethod
+    def targets(count, classes=None, family="both", port=plan.HTTP_PORT):
+        """``count`` rows ``[ip, port, hostname, rank]`` over the chosen impairment classes."""
+        return targets.make_targets(count, classes, family, port)
+
+    def exec_in_client(self, argv, **kwargs):
+        """Run ``argv`` in the client namespace (``ip netns exec``); a CompletedProcess."""
+        kwargs.setdefault("check", False)
+        return subprocess.run(netns.command(self.client_netns, argv), **kwargs)
+
+    def call_in_client(self, fn, *args, **kwargs):
+        """Call ``fn`` on a thread inside the client namespace (sockets made there stay)."""
+        return netns.call_in(self.client_netns, fn, *args, **kwargs)
+
+    def call_in_server(self, fn, *args, **kwargs):
+        """Call ``fn`` on a thread inside the server namespace."""
+        return netns.call_in(self.server_netns, fn, *args, **kwargs)
+
+    def _require_up(self):
+        state = self._read_state()
+        if state is None or state.get("phase") != "up":
+            raise LabError(f"lab {self.name} is not up (run: pathspider lab --name "
+                           f"{self.name} up)")
+        return state
+
+    def set_netem(self, delay_ms=0, loss_pct=0):
+        """Add ``delay_ms`` one-way delay (each direction) and ``loss_pct`` % loss to the
+        path; zero for both clears. See :mod:`pathspider.lab.path`."""
+        state = self._require_up()
+        try:
+            state["path"] = path.apply(self.mbox_netns, self.rundir, state.get("path"),
+                                       delay_ms, loss_pct)
+        except (RuntimeError, ValueError) as exc:
+            state["path"] = path.clear(self.mbox_netns, state.get("path"))
+            raise LabError(f"lab {self.name}: cannot set delay/loss: {exc}") from exc
+        finally:
+            self._write_state(state)
+
+    def clear_netem(self):
+        """Remove any delay and loss from the path."""
+        state = self._require_up()
+        state["path"] = path.clear(self.mbox_netns, state.get("path"))
+        self._write_state(state)
+
+    def client_snapshot(self):
+        """The client namespace's state that plugins may change: sysctls and nft ruleset."""
+        def read():
+            out = {}
+            for key in SNAPSHOT_SYSCTLS:
+                try:
+                    with open("/proc/sys/" + key.replace(".", "/")) as f:
+                        out[key] = f.read().strip()
+                except FileNotFoundError:
+                    out[key] = None
+            return out
+        ruleset = netns.run(self.client_netns, ["nft", "list", "ruleset"]).stdout
+        return {"sysctls": self.call_in_client(read), "nftables": ruleset}
+
+    def restore_client(self, snapshot):
+        """Put the client namespace back to ``snapshot`` (from :meth:`client_snapshot`)."""
+        for key, value in snapshot["sysctls"].items():
+            if value is not None:
+                netns.sysctl_set(self.client_netns, key, value)
+        script = "flush ruleset\n" + snapshot["nftables"]
+        netns.run(self.client_netns, ["nft", "-f", "-"], input=script)

@@ -1,0 +1,112 @@
+"""The lab's address plan and impairment classes, in one place.
+
+Every address the lab uses comes from 198.18.0.0/15 (RFC 2544, benchmarking) or 2001:db8::/32
+(RFC 3849, documentation), and exists only inside the lab's network namespaces: nothing here is
+routable from, or routed to, the root namespace or the Internet.
+
+Topology (three namespaces ``<name>-client``, ``<name>-mbox``, ``<name>-server``)::
+
+    client eth0 ------ c0  mbox  s0 ------ eth0 server
+    198.18.0.2    198.18.0.1    198.18.1.1    198.18.1.2
+    2001:db8:0:1::2  ...:1::1   ...:2::1      2001:db8:0:2::2
+
+Targets: one IPv4 /24 and one IPv6 /64 per impairment class, carved from ``TARGETS_V4`` and
+``TARGETS_V6`` and answered by the server namespace through AnyIP local routes. Host number
+``n`` (1..254) of class ``c`` is ``t<n>.<c>.lab.test`` in the lab DNS; its IPv4 address ends
+in ``.n`` and its IPv6 address in ``::n`` (the same digits, so t17 is 198.18.66.17 and
+2001:db8:100:2::17).
+"""
+import ipaddress
+from collections import namedtuple
+
+#: One impairment class: its name, its IPv4 /24 and IPv6 /64, and what the middlebox does.
+ImpairmentClass = namedtuple("ImpairmentClass", "name net4 net6 description")
+
+# Links: client <-> middlebox and middlebox <-> server.
+CLIENT_LINK_V4 = ipaddress.ip_network("198.18.0.0/24")
+CLIENT_LINK_V6 = ipaddress.ip_network("2001:db8:0:1::/64")
+SERVER_LINK_V4 = ipaddress.ip_network("198.18.1.0/24")
+SERVER_LINK_V6 = ipaddress.ip_network("2001:db8:0:2::/64")
+
+CLIENT_V4 = ipaddress.ip_address("198.18.0.2")
+CLIENT_V6 = ipaddress.ip_address("2001:db8:0:1::2")
+MBOX_CLIENT_V4 = ipaddress.ip_address("198.18.0.1")
+MBOX_CLIENT_V6 = ipaddress.ip_address("2001:db8:0:1::1")
+MBOX_SERVER_V4 = ipaddress.ip_address("198.18.1.1")
+MBOX_SERVER_V6 = ipaddress.ip_address("2001:db8:0:2::1")
+SERVER_V4 = ipaddress.ip_address("198.18.1.2")
+SERVER_V6 = ipaddress.ip_address("2001:db8:0:2::2")
+
+# Interface names (fixed: each namespace has its own interface name space).
+CLIENT_IFACE = "eth0"           # so pathspider's default ``-i eth0`` works in the client
+SERVER_IFACE = "eth0"
+MBOX_CLIENT_IFACE = "c0"
+MBOX_SERVER_IFACE = "s0"
+
+# Lab services that are not measurement targets: the DNS server (unimpaired path).
+SERVICES_V4 = ipaddress.ip_network("198.18.2.0/24")
+SERVICES_V6 = ipaddress.ip_network("2001:db8:0:3::/64")
+DNS_V4 = ipaddress.ip_address("198.18.2.53")
+DNS_V6 = ipaddress.ip_address("2001:db8:0:3::53")
+
+# Everything the lab may route: the whole lab space, never more.
+LAB_V4 = ipaddress.ip_network("198.18.0.0/15")
+LAB_V6 = ipaddress.ip_network("2001:db8::/32")
+
+# Target space, one /24 and one /64 per class.
+TARGETS_V4 = ipaddress.ip_network("198.18.64.0/18")
+TARGETS_V6 = ipaddress.ip_network("2001:db8:100::/48")
+
+HTTP_PORT = 80
+DNS_PORT = 53
+DOMAIN = "lab.test"
+#: Host numbers usable in every class (same number in IPv4 and IPv6).
+HOSTS = range(1, 255)
+#: MSS that the ``mss-rewrite`` class writes into SYNs and SYN-ACKs.
+REWRITTEN_MSS = 536
+
+_CLASSES = [
+    ("clean", "no impairment"),
+    ("clean2", "no impairment (a second clean subnet)"),
+    ("ecn-syn-drop", "TCP SYNs with ECE and CWR set (ECN setup) are silently dropped"),
+    ("ecn-bleach", "IP ECN field rewritten to not-ECT, both directions"),
+    ("dscp-bleach", "DSCP rewritten to 0 (cs0), both directions"),
+    ("tfo-strip", "TCP Fast Open options (34 and experimental 254) removed from SYNs"),
+    ("unreachable", "everything answered with ICMP host / ICMPv6 address unreachable"),
+    ("blackhole", "everything silently dropped"),
+    ("evilbit-drop", "IPv4 packets with the reserved (evil) flag bit dropped"),
+    ("udp-zero-drop", "UDP datagrams with checksum 0 dropped"),
+    ("mss-rewrite", f"TCP MSS option in SYNs and SYN-ACKs rewritten to {REWRITTEN_MSS}"),
+]
+
+
+def _build_classes():
+    """Give the i-th class the i-th /24 and the i-th /64 of the target space."""
+    nets4 = TARGETS_V4.subnets(new_prefix=24)
+    nets6 = TARGETS_V6.subnets(new_prefix=64)
+    return {name: ImpairmentClass(name, next(nets4), next(nets6), desc)
+            for name, desc in _CLASSES}
+
+
+#: Impairment classes by name, in plan order.
+CLASSES = _build_classes()
+CLASS_NAMES = tuple(CLASSES)
+
+
+def target_address(cls, host, family):
+    """The address of host number ``host`` in class ``cls`` for IP ``family`` (4 or 6)."""
+    if host not in HOSTS:
+        raise ValueError(f"host number {host} out of range {HOSTS.start}..{HOSTS.stop - 1}")
+    if int(family) == 4:
+        return CLASSES[cls].net4[host]
+    # IPv6 host IDs read like the IPv4 host number: host 17 is ...::17 (0x17), not ...::11.
+    return CLASSES[cls].net6[int(str(host), 16)]
+
+
+def class_of(address):
+    """The impairment class name an address belongs to, or None if it is not a target."""
+    addr = ipaddress.ip_address(address)
+    for c in CLASSES.values():
+        if addr in (c.net4 if addr.version == 4 else c.net6):
+            return c.name
+    return None
