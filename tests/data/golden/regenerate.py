@@ -969,11 +969,11 @@ def wait_line(proc, expect, timeout=10):
         raise RuntimeError('helper did not say %r (said %r)' % (expect, line))
 
 
-def capture_real(name, client_role):
+def capture_real(name, client_role, outdir=HERE):
     """Capture one real pcap: server helper, capture helper, client helper in turn."""
     with Namespaces() as ns:
         server = helper(ns.server, '--role', 'server')
-        capture = helper(ns.client, '--role', 'capture', 'c0', str(HERE / name))
+        capture = helper(ns.client, '--role', 'capture', 'c0', str(Path(outdir) / name))
         try:
             wait_line(server, 'ready')
             wait_line(capture, 'ready')
