@@ -87,3 +87,20 @@ def test_describe_lists_every_field():
 def test_docs_generated_from_registry():
     assert DOC.read_text() == C.markdown(), (
         'docs/chains.md is stale: python -m pathspider.observer.chains > docs/chains.md')
+
+
+def test_observer_with_every_chain_pickles_and_runs(tmp_path):
+    """The engine may start the Observer with the spawn method: it must pickle, with its
+    chain functions, before capture starts, and run the same afterwards."""
+    import json
+    import pickle
+    golden = Path(__file__).resolve().parents[1] / 'data' / 'golden'
+    observer = C.observer_for('pcap:' + str(golden / 'dns.pcap'), list(C.REGISTRY))
+    clone = pickle.loads(pickle.dumps(observer))
+    records = sorted(json.dumps(r, sort_keys=True) for r in clone.flows())
+    assert len(records) == 4
+    fields = {f.name for f in C.fields_for(list(C.REGISTRY))}
+    for line in records:
+        rec = json.loads(line)
+        assert set(rec) <= fields
+        assert {'sip', 'dip', 'first', 'last', 'dns_response_valid'} <= set(rec)

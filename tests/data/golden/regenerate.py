@@ -26,7 +26,6 @@ and any chain function that raised (exit status 1). Review the diff of the ``.js
 before committing.
 """
 import argparse
-import collections
 import json
 import os
 import select
@@ -35,7 +34,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -833,11 +831,6 @@ def check_expectations(name, records, expect):
         if n != 1:
             problems.append('%s: %d records match %s' % (name, n, partial))
     return problems
-
-
-def load_manifest():
-    path = HERE / 'manifest.json'
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_records(manifest):
