@@ -150,12 +150,13 @@ def main(args):
         return _error(str(exc) or type(exc).__name__)
     out, close = _open_output(args)
     live = observer.source.live
-    if live:
-        sys.stderr.write('pathspider observe: capturing on %s (Ctrl-C to stop)\n' % lturi)
-        sys.stderr.flush()
     status = 0
     try:
         with _Stopper(live) as stopper:
+            if live:      # announced once the signal handlers are in place
+                sys.stderr.write('pathspider observe: capturing on %s (Ctrl-C to stop)\n'
+                                 % lturi)
+                sys.stderr.flush()
             status = _write_records(observer, stopper.event, out, live)
     except BrokenPipeError:
         status = 0                 # e.g. piped into head: the reader has what it wanted
