@@ -105,8 +105,7 @@ def conditions(baseline, experiment):
         reply = mark(rec, 'rev')
         if reply is not None:
             conds.append(f'dscp.{mark(rec, "fwd")}.replymark:{reply}')
-    if not (baseline and baseline.get('observed')) or not (experiment and
-                                                             experiment.get('observed')):
+    if any(rec is not None and not rec.get('observed') for rec in (baseline, experiment)):
         conds.append('pathspider.not_observed')
     return conds
 

@@ -120,8 +120,7 @@ def conditions(baseline, experiment):
     conds = [connectivity(baseline, experiment)]
     if experiment and experiment.get('ecn_fallback'):
         conds.append('ecn.fallback.seen')
-    if not (baseline and baseline.get('observed')) or not (experiment and
-                                                             experiment.get('observed')):
+    if any(rec is not None and not rec.get('observed') for rec in (baseline, experiment)):
         conds.append('pathspider.not_observed')
     if experiment and experiment.get('observed') and experiment.get('tcp_connected'):
         flags = (experiment.get('rev_syn_flags') or 0) & TCP_SAEC

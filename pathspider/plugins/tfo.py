@@ -86,8 +86,7 @@ def conditions(baseline, experiment):
             conds.append('tfo.syndata.acked')
         else:
             conds.append('tfo.syndata.not_acked')
-    if not (baseline and baseline.get('observed')) or not (experiment and
-                                                             experiment.get('observed')):
+    if any(rec is not None and not rec.get('observed') for rec in (baseline, experiment)):
         conds.append('pathspider.not_observed')
     return conds
 

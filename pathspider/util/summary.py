@@ -47,7 +47,7 @@ COLUMNS = {
         ("ECN ok", lambda c, b, e: _ok(1)(c, b, e) and "ecn.fallback.seen" not in c),
         ("works", _has("ecn.connectivity.works")),
         ("broken", _has("ecn.connectivity.broken")),
-        ("fallback", _has("ecn.fallback.seen")),
+        ("fallback", lambda c, b, e: "ecn.fallback.seen" in c and _ok(1)(c, b, e)),
         ("transient", _has("ecn.connectivity.transient")),
         ("offline", _has("ecn.connectivity.offline")),
         ("negotiated", _has("ecn.negotiation.succeeded")),
@@ -163,7 +163,17 @@ def summarise(records, plugin="ecn", group="lab", by_family=False):
         for header, predicate in columns:
             if predicate(conds, baseline, experiment):
                 counts[header] += 1
+    if group == "lab":
+        table = collections.OrderedDict(sorted(table.items(), key=_lab_order))
     return table
+
+
+def _lab_order(item):
+    """Sort key: the lab plan's class order, then IPv4 before IPv6, unknown groups last."""
+    from pathspider.lab.plan import CLASS_NAMES
+    name, _, family = item[0].partition(" ")
+    rank = CLASS_NAMES.index(name) if name in CLASS_NAMES else len(CLASS_NAMES)
+    return rank, family
 
 
 def format_table(table, plugin="ecn"):
