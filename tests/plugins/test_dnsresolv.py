@@ -124,8 +124,8 @@ def test_both_resolves_both_names(tmp_path, dnsserver):
 
 def test_no_port_and_all_addresses(tmp_path, dnsserver):
     rows = run_rows(tmp_path, ["4,pre.example"], dnsserver, "--no-port", "--all-addresses")
-    assert rows == [["198.18.70.5", "www.pre.example", "4"],
-                    ["198.18.70.6", "www.pre.example", "4"]]
+    assert sorted(rows) == [["198.18.70.5", "www.pre.example", "4"],
+                            ["198.18.70.6", "www.pre.example", "4"]]
 
 
 def test_unresolvable_and_bad_rows_are_reported_and_skipped(tmp_path, dnsserver, caplog):
@@ -207,3 +207,34 @@ def test_bad_nameserver_is_an_error(tmp_path, dnsserver):
     args, _ = make_args(tmp_path, ["1,example.org"], dnsserver)
     args.nameserver = ["not-an-address"]
     assert args.func(args) == 2
+
+
+@pytest.mark.root
+def test_resolves_lab_names_through_the_lab_dns(lab, tmp_path):
+    """Through the CLI in the lab client, against the lab's DNS server (v4 and v6 answers)."""
+    import sys
+
+    from pathspider.lab import names, plan
+    rows = lab.targets(4, ["clean", "ecn-bleach"], "both")
+    domains = sorted({row[2] for row in rows})
+    infile = tmp_path / "names.csv"
+    infile.write_text("".join(f"{i},{d}\n" for i, d in enumerate(domains, 1))
+                      + "9,nonexistent.lab.test\n")
+    results = {}
+    for server in (str(plan.DNS_V4), f"[{plan.DNS_V6}]:53", None):
+        outfile = tmp_path / "targets.csv"
+        argv = [sys.executable, "-m", "pathspider.run", "--input", str(infile),
+                "--output", str(outfile), "dnsresolv", "--www", "never", "--rate", "0"]
+        if server:
+            argv += ["--nameserver", server]
+        proc = lab.exec_in_client(argv, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "line 3: nonexistent.lab.test does not resolve" in proc.stderr
+        results[server] = outfile.read_text()
+    expected = sorted(f"{ip},80,{host},{domains.index(host) + 1}"
+                      for ip, _, host, _ in rows)
+    assert sorted(results[str(plan.DNS_V4)].splitlines()) == expected
+    # the lab client's resolv.conf points at the lab DNS too; the answers do not depend on
+    # which address of the server was asked
+    assert len(set(results.values())) == 1
+    assert names.hostname("clean", 1) in domains
