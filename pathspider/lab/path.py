@@ -43,9 +43,10 @@ def set_loss(mbox, loss_pct):
     script = f"flush chain inet {impair.TABLE} {impair.LOSS_CHAIN}\n"
     if loss_pct > 0:
         per_10k = round(loss_pct * 100)
+        chance = f"numgen random mod 10000 < {per_10k} " if per_10k < 10000 else ""
         script += (f"add rule inet {impair.TABLE} {impair.LOSS_CHAIN} "
-                   f'iifname != "{impair.DELAYER_IFACE}" numgen random mod 10000 < {per_10k} '
-                   f'counter drop comment "path loss {loss_pct}%"\n')
+                   f'iifname != "{impair.DELAYER_IFACE}" {chance}'
+                   f'counter drop comment "path loss {loss_pct:g}%"\n')
     netns.run(mbox, ["nft", "-f", "-"], input=script)
 
 
