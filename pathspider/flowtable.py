@@ -28,14 +28,19 @@ internal keys (#17); vetoed flows are forgotten after ``idle_timeout`` without p
 of being remembered for the whole run; a chain function that raises is logged and counted,
 the Observer goes on.
 
-Cost per packet: one dict lookup with a raw-bytes key (each flow is stored under its forward
-and its reverse key), no per-packet timer bookkeeping (idle timers are re-armed lazily when
-their bin comes up), header views built only for chains that exist.
+Cost per packet: one ``struct`` call to read the headers of a plain TCP/UDP packet, one dict
+lookup with a raw-bytes key (each flow is stored under its forward and its reverse key, with
+the direction in the entry), header views reused from packet to packet, the chains compiled
+into one ``and`` expression (:func:`compose_chains`), no per-packet timer bookkeeping (idle
+timers are re-armed lazily when their bin comes up). Header views handed to chains are only
+valid during the call, as python-libtrace's were (it reused one packet object): store values,
+not views.
 """
 
 import heapq
 import logging
 import math
+import struct
 
 from pathspider import dissector
 from pathspider.dissector import (IP4, IP6, TCP, UDP, ICMP, ICMP6, DissectError, Malformed,
@@ -60,6 +65,34 @@ FRAGMAP_SIZE = 4096
 CHAIN_NAMES = ("new_flow", "ip4", "ip6", "icmp4", "icmp6", "tcp", "udp", "l4")
 
 _MAX_LOGGED_ERRORS = 10
+
+# Fast-path field readers (process): ethertype or nothing, then the IPv4 version/IHL byte,
+# TOS, total length, flags+fragment offset, protocol, and the TCP data-offset and flag bytes
+# (garbage for UDP, unused); for IPv6 version byte, the next byte, payload length, next
+# header, and the same two TCP bytes after a 40-byte header.
+_ETH4 = struct.Struct("!12xHBBH2xHxB22xBB").unpack_from          # 48 bytes
+_ETH6 = struct.Struct("!12xHBB2xHB45xBB").unpack_from            # 68 bytes
+_HDR4 = struct.Struct("!BBH2xHxB22xBB").unpack_from              # 34 bytes
+_HDR6 = struct.Struct("!BB2xHB45xBB").unpack_from                # 54 bytes
+
+
+def compose_chains(ip_fns, l4_fns):
+    """Compile two chains into ``run(rec, ip, l4, rev)``: ``fn(rec, ip, rev)`` for each IP
+    function, then ``fn(rec, l4, rev)`` for each transport function, joined with ``and``.
+
+    That is exactly 1.0's short-circuit (the first falsy result is returned and nothing after
+    it runs), without a Python loop per chain: one generated expression, built once per table.
+    """
+    env = {}
+    calls = []
+    for prefix, arg, fns in (("ip", "ip", ip_fns), ("l4", "l4", l4_fns)):
+        for i, fn in enumerate(fns):
+            name = "%s_%d" % (prefix, i)
+            env[name] = fn
+            calls.append("%s(rec, %s, rev)" % (name, arg))
+    source = "def run(rec, ip, l4, rev):\n    return %s\n" % (" and ".join(calls) or "True")
+    exec(compile(source, "<composed chain>", "exec"), env)
+    return env["run"]
 
 
 class Flow:
@@ -105,7 +138,7 @@ class Counters:
     """What the table saw; ``as_dict()`` is JSON-ready."""
 
     __slots__ = ("packets", "short", "nonip", "malformed", "flows", "ignored", "emitted",
-                 "chain_errors", "icmp_linked", "fragments")
+                 "chain_errors", "icmp_linked", "fragments", "slowpath")
 
     def __init__(self):
         for name in self.__slots__:
@@ -135,6 +168,11 @@ class FlowTable:
         self.tcp_chain = c["tcp"]
         self.udp_chain = c["udp"]
         self.l4_chain = c["l4"]
+        # the fast path calls one composed function per packet instead of looping over chains
+        self._runners = (compose_chains(self.ip4_chain, self.tcp_chain),
+                         compose_chains(self.ip4_chain, self.udp_chain),
+                         compose_chains(self.ip6_chain, self.tcp_chain),
+                         compose_chains(self.ip6_chain, self.udp_chain))
         self.idle_timeout = idle_timeout
         self.expiry_timeout = expiry_timeout
         self.tabs = [dict() for _ in range(256)]     # one table per IP protocol number
@@ -145,8 +183,28 @@ class FlowTable:
         self.fragmap = {}                            # (addrs, ident, proto) -> (tab, key)
         self.emitted = []
         self.ct = Counters()
+        # header views reused by the fast path of process(), one per IP version x transport
+        self._tcpv = TCP.__new__(TCP)
+        self._udpv = UDP.__new__(UDP)
+        self._v4t = self._reused(IP4, 6)
+        self._v4u = self._reused(IP4, 17)
+        self._v6t = self._reused(IP6, 6)
+        self._v6u = self._reused(IP6, 17)
         self._seq = 0
         self._errors_logged = 0
+
+    def _reused(self, cls, proto):
+        view = cls.__new__(cls)
+        view.proto = proto
+        view._tcp = self._tcpv if proto == dissector.PROTO_TCP else None
+        view._udp = self._udpv if proto == dissector.PROTO_UDP else None
+        view._icmp = None
+        if cls is IP6:
+            view.frag = -1
+        return view
+
+    def __getstate__(self):
+        raise TypeError("a FlowTable holds live state and is not meant to be pickled")
 
     # ------------------------------------------------------------------ timers
 
@@ -219,7 +277,7 @@ class FlowTable:
         seen = []
         for tab in self.tabs:
             if tab:
-                for key, (flow, rev) in tab.items():
+                for key, (rec, rev, flow) in tab.items():
                     if not rev and flow.state != GONE:
                         seen.append(flow)
         seen.sort(key=lambda f: (f.state != EXPIRING, f.seq))
@@ -236,44 +294,189 @@ class FlowTable:
     # ------------------------------------------------------------------ packets
 
     def process(self, pkts, meta):
-        """Run every packet of a pcapy-ng batch ``(pkts, meta)`` through the table."""
-        link = self.link
-        proc = self._process_ip
+        """Run every packet of a pcapy-ng batch ``(pkts, meta)`` through the table.
+
+        The common case (IPv4 without options or IPv6 without extension headers, carrying a
+        complete TCP or UDP header, not fragmented) is handled inline here: one ``struct`` call
+        reads the fields it needs, and the header views handed to the chains are reused from
+        packet to packet. Everything else (ICMP, fragments, other protocols, VLAN tags,
+        anything short or malformed) goes through :meth:`_slow_packet`, which applies the same
+        rules with freshly parsed views. Both paths are covered by the same tests.
+        """
         ct = self.ct
+        base = ct.packets
+        npk = 0
+        eth = self.linktype == dissector.DLT_EN10MB
+        link = self.link
+        slow = self._slow_packet
+        tabs = self.tabs
+        tcptab, udptab = tabs[6], tabs[17]
+        new_flow = self._new_flow
+        complete = self._complete
+        run4t, run4u, run6t, run6u = self._runners
+        v4t, v4u, v6t, v6u = self._v4t, self._v4u, self._v6t, self._v6u
+        tcpv, udpv = self._tcpv, self._udpv
+        for v in (v4t, v4u, v6t, v6u, tcpv, udpv):
+            v.buf = pkts
+        eth4, eth6, hdr4, hdr6 = _ETH4, _ETH6, _HDR4, _HDR6
+        next_tick = self.next_tick
         for sec, usec, off, caplen in META.iter_unpack(meta):
-            ts = sec + usec * 1e-6
-            if ts > self.next_tick:
+            npk += 1
+            ts = sec + usec / 1e6
+            if ts > next_tick:
                 self.tick(ts)
-            ct.packets += 1
+                next_tick = self.next_tick
             end = off + caplen
+            # ---- link layer and the fixed IP/transport fields, in one struct call
+            if eth:
+                e0 = pkts[off + 12] if caplen > 14 else 0
+                if e0 == 8 and caplen >= 48:
+                    etype, vb, tc, size, frag, proto, doff, flags = eth4(pkts, off)
+                    v4 = True if etype == 0x0800 else None
+                elif e0 == 0x86 and caplen >= 68:
+                    etype, vb, tc, size, proto, doff, flags = eth6(pkts, off)
+                    v4 = False if etype == 0x86DD else None
+                else:
+                    v4 = None
+                ipoff = off + 14
+            else:
+                try:
+                    ipoff = link(pkts, off, end)
+                except DissectError:
+                    v4 = None
+                else:
+                    left = end - ipoff
+                    if left >= 34 and pkts[ipoff] == 0x45:
+                        vb, tc, size, frag, proto, doff, flags = hdr4(pkts, ipoff)
+                        v4 = True
+                    elif left >= 54 and pkts[ipoff] >> 4 == 6:
+                        vb, tc, size, proto, doff, flags = hdr6(pkts, ipoff)
+                        v4 = False
+                    else:
+                        v4 = None
+            # ---- only the plain cases stay here
+            if v4:
+                if vb != 0x45 or frag & 0x3FFF:
+                    v4 = None
+                else:
+                    l4 = ipoff + 20
+                    ipend = ipoff + size
+                    if ipend > end:
+                        ipend = end
+                    if proto == 6:
+                        if size < 40 or doff < 0x50 or l4 + ((doff >> 4) << 2) > ipend:
+                            v4 = None
+                        else:
+                            key = pkts[ipoff + 12:ipoff + 24]
+                            tab = tcptab
+                            ip = v4t
+                    elif proto == 17 and size >= 28 and l4 + 8 <= ipend:
+                        key = pkts[ipoff + 12:ipoff + 24]
+                        tab = udptab
+                        ip = v4u
+                    else:
+                        v4 = None
+                    if v4:
+                        ip.traffic_class = tc
+            elif v4 is not None:                # IPv6: ``size`` read the payload length
+                l4 = ipoff + 40
+                ipend = l4 + size
+                if ipend > end:
+                    ipend = end
+                if vb >> 4 != 6:
+                    v4 = None
+                elif proto == 6:
+                    if size < 20 or doff < 0x50 or l4 + ((doff >> 4) << 2) > ipend:
+                        v4 = None
+                    else:
+                        key = pkts[ipoff + 8:ipoff + 40] + pkts[l4:l4 + 4]
+                        tab = tcptab
+                        ip = v6t
+                elif proto == 17 and size >= 8 and l4 + 8 <= ipend:
+                    key = pkts[ipoff + 8:ipoff + 40] + pkts[l4:l4 + 4]
+                    tab = udptab
+                    ip = v6u
+                else:
+                    v4 = None
+                if v4 is not None:
+                    size += 40
+                    ip.traffic_class = ((vb & 0x0F) << 4) | (tc >> 4)
+            if v4 is None:
+                ct.packets = base + npk
+                slow(pkts, off, end, ts)
+                next_tick = self.next_tick
+                continue
+            # ---- the reused views (valid during this packet's chain calls only)
+            ip.off = ipoff
+            ip.end = ipend
+            ip.l4 = l4
+            ip.seconds = ts
+            ip.capend = end
+            ip.size = size
+            if proto == 6:
+                tv = tcpv
+                tv.flags = ((doff & 0x0F) << 8) | flags
+                run = run4t if v4 else run6t
+            else:
+                tv = udpv
+                run = run4u if v4 else run6u
+            tv.off = l4
+            tv.end = ipend
+            # ---- flow lookup: one dict lookup, the entry says the direction
+            v = tab.get(key)
+            if v is None:
+                ct.packets = base + npk
+                rec = new_flow(ip, ts, tab, key, False)
+                next_tick = self.next_tick
+                if rec is None:
+                    continue
+                rev = False
+            else:
+                rec, rev, flow = v
+                if rec is None:             # vetoed flow
+                    flow.rec["last"] = ts
+                    continue
+            rec["last"] = ts
+            # ---- chains: the first falsy return stops this packet and completes the flow
             try:
-                ip = parse_ip(pkts, link(pkts, off, end), end, ts)
-            except Short:
-                ct.short += 1
+                if run(rec, ip, tv, rev):
+                    continue
+            except Exception as err:            # a chain bug must not stop the observer
+                ct.packets = base + npk
+                ct.chain_errors += 1
+                self._log_error("in a chain function", err)
                 continue
-            except NotIP:
-                ct.nonip += 1
-                continue
-            except Malformed:
-                ct.malformed += 1
-                continue
-            proc(ip, ts)
+            flow = (v or tab[key])[2]
+            if flow.state == ACTIVE:
+                complete(flow, ts)
+                next_tick = self.next_tick
+        ct.packets = base + npk
 
     def process_packet(self, buf, ts):
-        """Run one packet (link-layer bytes captured at ``ts``) through the table."""
-        if ts > self.next_tick:
-            self.tick(ts)
-        self.ct.packets += 1
+        """Run one packet (link-layer bytes captured at ``ts``) through the table.
+
+        The timestamp is rounded to microseconds, as a pcap file would store it.
+        """
+        sec = int(ts // 1)
+        usec = round((ts - sec) * 1e6)
+        if usec >= 1000000:
+            sec, usec = sec + 1, usec - 1000000
+        self.process(buf, META.pack(sec, usec, 0, len(buf)))
+
+    def _slow_packet(self, pkts, off, end, ts):
+        """The general path: any link layer, any IP packet (see :meth:`process`)."""
+        ct = self.ct
+        ct.slowpath += 1
         try:
-            ip = parse_ip(buf, self.link(buf, 0, len(buf)), len(buf), ts)
+            ip = parse_ip(pkts, self.link(pkts, off, end), end, ts)
         except Short:
-            self.ct.short += 1
+            ct.short += 1
             return
         except NotIP:
-            self.ct.nonip += 1
+            ct.nonip += 1
             return
         except Malformed:
-            self.ct.malformed += 1
+            ct.malformed += 1
             return
         self._process_ip(ip, ts)
 
@@ -294,18 +497,18 @@ class FlowTable:
             return
         v = tab.get(key)
         if v is None:
-            flow = self._new_flow(ip, ts, tab, key, quoted)
-            if flow is None:
+            rec = self._new_flow(ip, ts, tab, key, quoted)
+            if rec is None:
                 return
+            flow = tab[key][2]
             rev = False
         else:
-            flow, rev = v
+            rec, rev, flow = v
             if quoted:                      # an ICMP error travels against the quoted packet
                 rev = not rev
-            if flow.state == IGNORED:
+            if rec is None:                 # vetoed flow
                 flow.rec["last"] = ts
                 return
-        rec = flow.rec
         rec["last"] = ts
         try:
             ok = self._run_chains(rec, ip, q, rev)
@@ -410,24 +613,33 @@ class FlowTable:
         return self.tabs[ip.proto], addrs
 
     def _new_flow(self, ip, ts, tab, key, quoted):
-        """Create (or veto) the flow of a packet whose key is not in the table."""
+        """Create (or veto) the flow of a packet whose key is not in the table.
+
+        Returns the new record, or None if the flow was vetoed or a new_flow function raised.
+        """
         rec = {"first": ts}
         fkey = reverse_key(key) if quoted else key
         rkey = key if quoted else reverse_key(key)
         self._seq += 1
-        for fn in self.new_flow_chain:
-            if not fn(rec, ip):
-                flow = Flow({"last": ts}, IGNORED, tab, fkey, rkey, self._seq)
-                self.ct.ignored += 1
-                break
-        else:
-            flow = Flow(rec, ACTIVE, tab, fkey, rkey, self._seq)
-            self.ct.flows += 1
-        tab[fkey] = (flow, False)
+        try:
+            for fn in self.new_flow_chain:
+                if not fn(rec, ip):
+                    flow = Flow({"last": ts}, IGNORED, tab, fkey, rkey, self._seq)
+                    self.ct.ignored += 1
+                    break
+            else:
+                flow = Flow(rec, ACTIVE, tab, fkey, rkey, self._seq)
+                self.ct.flows += 1
+        except Exception as err:            # no flow; its next packet tries again
+            self.ct.chain_errors += 1
+            self._log_error("in a new_flow chain function", err)
+            return None
+        entry_rec = rec if flow.state == ACTIVE else None
+        tab[fkey] = (entry_rec, False, flow)
         if rkey != fkey:
-            tab[rkey] = (flow, True)
+            tab[rkey] = (entry_rec, True, flow)
         self._schedule(math.ceil(ts + self.idle_timeout), flow)
-        return flow if flow.state == ACTIVE else None
+        return entry_rec
 
     def _run_chains(self, rec, ip, q, rev):
         """Run the per-packet chains; False as soon as one function returns a falsy value."""

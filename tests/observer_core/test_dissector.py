@@ -264,3 +264,19 @@ def test_random_bytes_never_crash(linktype, buf):
     except d.DissectError:
         return
     _touch_everything(ip)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0x0DB8, 0x2001]) | st.integers(0, 0xFFFF),
+                min_size=8, max_size=8))
+def test_ipv6_text_matches_python_ipaddress(groups):
+    import ipaddress
+    addr = b"".join(g.to_bytes(2, "big") for g in groups)
+    assert str(d.Prefix(addr)) == str(ipaddress.IPv6Address(addr))
+
+
+def test_ipv4_mapped_ipv6_text_matches_python_ipaddress():
+    import ipaddress
+    for text in ("::ffff:198.18.0.1", "::198.18.0.1", "::1", "::", "::ffff:0:0"):
+        addr = ipaddress.IPv6Address(text).packed
+        assert str(d.Prefix(addr)) == str(ipaddress.IPv6Address(addr))

@@ -401,3 +401,94 @@ def test_random_packets_never_raise(blobs):
     accepted = ct.packets - ct.short - ct.malformed - ct.nonip
     assert sum(r["pkt_fwd"] + r["pkt_rev"] for r in recs) == accepted
     assert ct.chain_errors == 0
+
+
+def test_a_raising_new_flow_function_drops_the_packet_not_the_observer():
+    def picky(rec, ip):
+        if ip.tcp.syn_flag:
+            raise RuntimeError("no SYNs today")
+        return True
+
+    t = make_table(new_flow=[picky, basic_flow])
+    feed(t, [(1.0, mk.tcp4(C4, S4, 1, 2, mk.SYN)), (1.1, mk.tcp4(C4, S4, 1, 2, mk.ACK)),
+             (1.2, mk.tcp4(S4, C4, 2, 1, mk.ACK))])
+    assert t.ct.chain_errors == 1 and t.ct.flows == 1
+    (rec,) = flushed(t)
+    assert (rec["first"], rec["pkt_fwd"], rec["pkt_rev"]) == (1.1, 1, 1)
+
+
+# ------------------------------------------------------------------ fast path == general path
+
+def _run_linktype(packets, linktype, wrap, chains):
+    t = FlowTable(linktype, chains)
+    for ts, pkt in packets:
+        t.process_packet(wrap(pkt), ts)
+    t.flush()
+    return t
+
+
+def _chains_with_everything():
+    from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
+
+    def payload_seen(rec, l4, rev):
+        rec.setdefault("payloads", []).append((rev, bytes(l4.payload or b"")))
+        return True
+
+    def ip_seen(rec, ip, rev):
+        rec.setdefault("ips", []).append((rev, ip.size, ip.traffic_class, ip.proto, ip.ttl,
+                                          len(ip.data), ip.seconds))
+        return True
+
+    return {"new_flow": [basic_flow, tcp_setup], "ip4": [basic_count, ip_seen],
+            "ip6": [basic_count, ip_seen], "tcp": [tcp_handshake, tcp_complete, payload_seen],
+            "udp": [payload_seen]}
+
+
+@settings(max_examples=100, deadline=None)
+@given(packet_events)
+def test_fast_path_and_general_path_agree(events):
+    packets = []
+    for i, (epi, reverse, payload, cut) in enumerate(events):
+        pkt = _packet(ENDPOINTS[epi], reverse, payload)
+        if 0 <= cut < len(pkt) and cut % 3 == 0:
+            pkt = pkt[:cut]
+        packets.append((1.0 + i * 0.7, pkt))
+    chains = _chains_with_everything()
+    fast = _run_linktype(packets, 1, lambda p: mk.eth(p, pad=False), chains)
+    general = _run_linktype(packets, 1, lambda p: mk.eth(p, vlans=((0x8100, 7),), pad=False),
+                            chains)
+    raw = _run_linktype(packets, RAW, lambda p: p, chains)
+    assert general.ct.slowpath == general.ct.packets
+    for table in (fast, raw):
+        assert table.emitted == general.emitted
+        a, b = table.ct.as_dict(), general.ct.as_dict()
+        a.pop("slowpath"), b.pop("slowpath")
+        assert a == b
+
+
+def test_plain_tcp_and_udp_take_the_fast_path():
+    packets = [(1.0, mk.tcp4(C4, S4, 1, 2, mk.SYN)), (1.1, mk.tcp6(C6, S6, 1, 2, mk.SYN)),
+               (1.2, mk.udp4(C4, S4, 3, 4, b"x" * 10)), (1.3, mk.udp6(C6, S6, 3, 4, b"y" * 20))]
+    for linktype in (1, 113, 276, 12, 0, 108):
+        t = _run_linktype(packets, linktype, mk.LINK[linktype], {})
+        assert t.ct.slowpath == 0 and t.ct.flows == 4, linktype
+    odd = [(1.0, mk.ip4(C4, S4, 1, mk.icmp(8, 0))),
+           (1.1, mk.ip6(C6, S6, 0, mk.udp(1, 2), exts=mk.ext(17)))]
+    t = _run_linktype(odd, 12, lambda p: p, {})
+    assert t.ct.slowpath == 2 and t.ct.flows == 2
+
+
+def test_compose_chains_is_and_semantics():
+    from pathspider.flowtable import compose_chains
+    log = []
+
+    def f(value, tag):
+        def fn(rec, hdr, rev):
+            log.append((tag, hdr, rev))
+            return value
+        return fn
+
+    assert compose_chains((), ())("rec", "ip", "l4", True) is True
+    run = compose_chains((f(1, "a"), f("yes", "b")), (f(None, "c"), f(True, "d")))
+    assert not run("rec", "ip", "l4", False)
+    assert log == [("a", "ip", False), ("b", "ip", False), ("c", "l4", False)]
