@@ -35,7 +35,7 @@ from pathspider.observer.dscp import dscp_extract, dscp_setup  # noqa: F401  (1.
 from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
 from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
 from pathspider.spider import utc_now_text
-from pathspider.util import tcpclient
+from pathspider.util import reactor, tcpclient
 from pathspider.util.tcpclient import job_host, job_rank
 
 log = logging.getLogger("pathspider.plugins.dscp")
@@ -144,21 +144,21 @@ class DSCP(SynchronizedSpider, PluggableSpider):
 
     def connect(self, job, pcs, config):
         """Send the SYN (non-blocking); conntrack remembers the configuration it left in."""
-        return tcpclient.start_connect(job[0], job[1], self.conn_timeout)
+        attempt = tcpclient.start_connect(job[0], job[1], self.conn_timeout)
+        request = None
+        if self.connect_mode == "http":
+            request = tcpclient.http_request(job_host(job), job[0])
+        return reactor.shared().submit(attempt, request, self.conn_timeout)
 
     def post_connect(self, job, conn, pcs, config):
-        """Wait for the handshake, exchange the HTTP request if asked, close, build the record."""
-        status = None
-        try:
-            state = tcpclient.finish_connect(conn)
-            if state == Conn.OK and self.connect_mode == "http":
-                request = tcpclient.http_request(job_host(job), job[0])
-                status = tcpclient.http_get(conn, request, self.conn_timeout)
-        finally:
-            tcpclient.close(conn)
-        return SpiderRecord(job[0], job[1], conn.port, job_host(job), config, state == Conn.OK,
-                            job_rank(job), conn.tstart, utc_now_text(), state.value, conn.sip,
-                            status, self.codepoint if config else 0)
+        """Wait until the reactor has finished the connection (handshake, HTTP exchange if
+        asked, close), then build the record."""
+        conn.wait()
+        attempt, status = conn.attempt, conn.http_status
+        state = attempt.state or Conn.TIMEOUT
+        return SpiderRecord(job[0], job[1], attempt.port, job_host(job), config,
+                            state == Conn.OK, job_rank(job), attempt.tstart, utc_now_text(),
+                            state.value, attempt.sip, status, self.codepoint if config else 0)
 
     def create_observer(self):
         """Observer with the basic, TCP, DSCP and ICMP chains."""

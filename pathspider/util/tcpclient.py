@@ -94,7 +94,7 @@ def start_connect(ip, port, timeout, data=None):
     tstart = utc_now_text()
     started = time.monotonic()
     try:
-        sock = socket.socket(family_of(ip), socket.SOCK_STREAM)
+        sock = socket.socket(family_of(ip), socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     except OSError as exc:          # e.g. EMFILE: report the job as failed, do not lose it
         pending = Pending(None, ip, port, tstart, started, timeout)
         pending.error = exc.errno or errno.EIO
@@ -102,7 +102,6 @@ def start_connect(ip, port, timeout, data=None):
     pending = Pending(sock, ip, port, tstart, started, timeout)
     try:
         _receive_errors(sock)
-        sock.setblocking(False)
         if data is None:
             sock.connect((ip, port))
         else:
@@ -233,12 +232,16 @@ def http_get(pending, request, timeout):
     return http_status(recv_reply(pending.sock, deadline))
 
 
-def close(pending):
-    """Close the socket of an attempt (gracefully if it connected); never raises."""
+def close(pending, graceful=True):
+    """Close the socket of an attempt; never raises.
+
+    ``graceful``: shut the connection down first if it was established (sends the FIN even if
+    the socket were shared). After reading a reply to its end a plain close does the same.
+    """
     sock = pending.sock
     if sock is None:
         return
-    if pending.state == Conn.OK:
+    if graceful and pending.state == Conn.OK:
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -1,0 +1,157 @@
+"""End-to-end benchmark: the ``ecn`` plugin on the lab, through the real command line.
+
+Scenario (a): ``--count`` targets (default 5,000) spread over every impairment class that
+answers (clean, clean2, ecn-syn-drop, ecn-bleach, dscp-bleach, tfo-strip, unreachable,
+evilbit-drop, udp-zero-drop, mss-rewrite), IPv4 and IPv6.
+Scenario (b): the same plus 10 % blackholed targets (silent), spread through the list, with
+``--timeout`` 5 s.
+
+For each scenario it prints: jobs/s (whole process, and as the run reports it), records out,
+share of records observed, share of targets classified right (against what each impairment
+class must produce), packets the capture dropped, and peak RSS (largest process of the run).
+
+    .venv/bin/python benchmarks/e2e.py [--lab psbench] [--count 5000] [--workers 100]
+                                       [--scenario a|b|both] [--keep-lab]
+
+Targets (issue 5): (a) >= 2,000 jobs/s with every target classified right and no capture
+drops; (b) >= 1,000 jobs/s. Needs root; brings the lab up (and down again unless it was up
+before or --keep-lab is given).
+"""
+import argparse
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pathspider.lab import Lab, netns, plan
+from pathspider.plugins import ecn
+
+ANSWERING = [c for c in plan.CLASS_NAMES if c != "blackhole"]
+WORKS = ["ecn.connectivity.works", "ecn.negotiation.succeeded", "ecn.ipmark.ect0.seen"]
+
+#: Wraps the measured command: runs it and writes the peak RSS of its process tree (kB).
+RSS_WRAPPER = ("import resource, subprocess, sys\n"
+               "status = subprocess.call(sys.argv[2:])\n"
+               "open(sys.argv[1], 'w').write(str(resource.getrusage("
+               "resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+               "sys.exit(status)\n")
+
+
+def classified_right(cls, base, exp):
+    """Whether the pair of records shows what impairment class ``cls`` must produce."""
+    if base is None or exp is None:
+        return False
+    conds = ecn.conditions(base, exp)
+    if "pathspider.not_observed" in conds:
+        return False
+    if cls == "ecn-syn-drop":
+        return conds[:2] == ["ecn.connectivity.broken", "ecn.fallback.seen"]
+    if cls == "ecn-bleach":
+        return conds[0] == "ecn.connectivity.works" and "ecn.ipmark.ect0.not_seen" in conds \
+            and "ecn.negotiation.succeeded" in conds
+    if cls == "unreachable":
+        return conds[0] == "ecn.connectivity.offline" and bool(
+            base.get("icmp_unreachable") and exp.get("icmp_unreachable"))
+    if cls == "blackhole":
+        return conds[0] == "ecn.connectivity.offline" and base.get("spdr_state") == 2 \
+            and exp.get("spdr_state") == 2 and base.get("sp", 0) > 0 and exp.get("sp", 0) > 0
+    return all(c in conds for c in WORKS)
+
+
+def make_targets(lab, count, blackholed_share):
+    """(a)-style rows, plus ``blackholed_share`` of blackholed rows spread through the list."""
+    rows = lab.targets(count, ANSWERING, "both")
+    if not blackholed_share:
+        return rows
+    silent = lab.targets(int(count * blackholed_share), ["blackhole"], "both")
+    step = max(1, len(rows) // max(1, len(silent)))
+    out = []
+    for i, row in enumerate(rows):
+        out.append(row)
+        if i % step == step - 1 and silent:
+            out.append(silent.pop(0))
+    out.extend(silent)
+    for rank, row in enumerate(out, 1):
+        row[3] = rank
+    return out
+
+
+def run(lab, rows, workers, timeout, workdir):
+    """Run ecn over ``rows`` in the lab client; return the figures as a dict."""
+    infile, outfile = workdir / "targets.csv", workdir / "results.ndjson"
+    rssfile = workdir / "rss"
+    infile.write_text("".join(",".join(map(str, r)) + "\n" for r in rows))
+    argv = [sys.executable, "-c", RSS_WRAPPER, str(rssfile),
+            sys.executable, "-m", "pathspider.run", "-i", plan.CLIENT_IFACE, "-w", str(workers),
+            "--input", str(infile), "--output", str(outfile), "ecn", "--timeout", str(timeout)]
+    started = time.monotonic()
+    proc = subprocess.run(netns.command(lab.client_netns, argv), capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"pathspider failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    records = [json.loads(line) for line in outfile.read_text().splitlines() if line]
+    return figures(rows, records, proc.stderr, wall, int(rssfile.read_text()))
+
+
+def figures(rows, records, log, wall, rss_kb):
+    pairs = {}
+    for rec in records:
+        pairs.setdefault(rec["dip"], [None, None])[1 if rec["config"] else 0] = rec
+    right = sum(classified_right(plan.class_of(ip), *pairs.get(ip, (None, None)))
+                for ip, *_ in rows)
+    observer = {}
+    match = re.search(r"observer: (\{.*\})", log)
+    if match:
+        observer = ast.literal_eval(match.group(1))
+    reported = re.search(r"in ([0-9.]+) s \(([0-9]+) jobs/s\)", log)
+    wrong = [ip for ip, *_ in rows
+             if not classified_right(plan.class_of(ip), *pairs.get(ip, (None, None)))]
+    return {
+        "jobs": len(rows),
+        "wall_s": round(wall, 2),
+        "jobs_per_s_process": round(len(rows) / wall),
+        "run_s": float(reported.group(1)) if reported else None,
+        "jobs_per_s_run": int(reported.group(2)) if reported else None,
+        "records": len(records),
+        "observed_share": round(sum(bool(r.get("observed")) for r in records)
+                                / max(1, len(records)), 4),
+        "classified_right_share": round(right / len(rows), 4),
+        "capture_dropped": observer.get("dropped", 0) + observer.get("ifdropped", 0),
+        "packets": observer.get("packets"),
+        "peak_rss_mb": round(rss_kb / 1024, 1),
+        "misclassified_examples": [(ip, plan.class_of(ip)) for ip in wrong[:5]],
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lab", default=os.environ.get("PATHSPIDER_BENCH_LAB", "psbench"))
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--scenario", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--keep-lab", action="store_true")
+    args = parser.parse_args(argv)
+
+    lab = Lab(args.lab)
+    was_up = lab.is_up()
+    lab.up()
+    try:
+        scenarios = ["a", "b"] if args.scenario == "both" else [args.scenario]
+        for name in scenarios:
+            rows = make_targets(lab, args.count, 0.1 if name == "b" else 0.0)
+            with tempfile.TemporaryDirectory(prefix="psbench-") as tmp:
+                result = run(lab, rows, args.workers, args.timeout, Path(tmp))
+            print(f"scenario ({name}): {json.dumps(result)}", flush=True)
+    finally:
+        if not (was_up or args.keep_lab):
+            lab.down()
+
+
+if __name__ == "__main__":
+    main()

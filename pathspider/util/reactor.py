@@ -1,0 +1,245 @@
+"""One epoll thread that finishes many TCP/HTTP connection attempts at once.
+
+The measurement plugins start a connection in ``connect`` (the SYN leaves while the
+configuration is in force, see :mod:`pathspider.util.tcpclient`) and need its outcome in
+``post_connect``. Waiting for each attempt in its own thread costs several thread wake-ups per
+connection (handshake, request, every reply segment, end) and, with hundreds of threads
+contending for the GIL, that dominated a run's CPU time. Instead the :class:`Reactor` drives
+every attempt to its end from one thread with ``epoll``: it notices the handshake, sends the
+HTTP request, reads the reply, closes the socket and sets the attempt's ``done`` event; the
+thread running ``post_connect`` wakes up once, when the attempt is finished.
+
+Each attempt has two deadlines: ``timeout`` for the handshake (from the SYN), and ``timeout``
+again for the HTTP exchange (from the moment the connection was established). Deadlines are kept
+in a heap; the reactor sleeps exactly until the next one, and a wake-up ``eventfd`` interrupts
+the sleep when an earlier deadline is added. Nothing polls.
+"""
+import heapq
+import logging
+import os
+import select
+import socket
+import threading
+import time
+
+from pathspider.base import Conn
+from pathspider.util import tcpclient
+
+log = logging.getLogger("pathspider.reactor")
+
+_EP_ERR = select.EPOLLERR | select.EPOLLHUP
+#: Edge-triggered, all events at once: one epoll_ctl per connection (no modify, and closing
+#: the socket removes it from the epoll set).
+_EP_ALL = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+_CONNECTING, _SENDING, _READING = range(3)
+_STATUS_BYTES = 64
+
+
+class Job:
+    """What the reactor does with one :class:`tcpclient.Pending` attempt."""
+
+    __slots__ = ("attempt", "request", "timeout", "phase", "deadline", "head", "received",
+                 "http_status", "done")
+
+    def __init__(self, attempt, request, timeout):
+        self.attempt = attempt
+        self.request = request          # bytes to send after the handshake, or None (tcp)
+        self.timeout = timeout
+        self.phase = _CONNECTING
+        self.deadline = attempt.deadline
+        self.head = b""
+        self.received = 0
+        self.http_status = None
+        self.done = threading.Event()
+
+    def wait(self):
+        """Block until the reactor finished the attempt (bounded by its deadlines)."""
+        limit = (self.attempt.deadline - time.monotonic()) + self.timeout + 5.0
+        if not self.done.wait(max(limit, 0.1)):
+            log.error("reactor did not finish %s within its deadlines", self.attempt.ip)
+        return self
+
+
+class Reactor:
+    """Drives attempts to completion on one daemon thread (started on first use)."""
+
+    def __init__(self, name="reactor"):
+        self._epoll = select.epoll()
+        self._wakefd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wakefd, select.EPOLLIN)
+        self._jobs = {}                 # fd -> Job (touched by the reactor thread only)
+        self._incoming = []             # Jobs handed over by other threads
+        self._lock = threading.Lock()
+        self._next_wake = float("inf")
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ---- called from worker threads ---------------------------------------------------------
+
+    def submit(self, attempt, request=None, timeout=5.0):
+        """Hand an attempt started by :func:`tcpclient.start_connect` to the reactor.
+
+        ``request`` (bytes) is sent once the connection is established and the reply is read
+        until the server closes; without it the connection is closed right after the
+        handshake. Returns a :class:`Job`; ``job.wait()`` blocks until it is finished.
+        """
+        job = Job(attempt, request, timeout)
+        if attempt.sock is None or attempt.error is not None:
+            self._finish(job, Conn.FAILED)
+            return job
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("reactor is closed")
+            self._incoming.append(job)
+            wake = attempt.deadline < self._next_wake or len(self._incoming) == 1
+        if wake:
+            os.eventfd_write(self._wakefd, 1)
+        return job
+
+    def close(self):
+        """Stop the thread; attempts still open are finished as timed out."""
+        with self._lock:
+            self._closed = True
+        os.eventfd_write(self._wakefd, 1)
+        self._thread.join(10)
+
+    # ---- the reactor thread -----------------------------------------------------------------
+
+    def _run(self):
+        heap = []
+        poll = self._epoll.poll
+        while True:
+            self._take_incoming(heap)
+            now = time.monotonic()
+            while heap and (heap[0][0] <= now or heap[0][2].done.is_set()):
+                _, _, job = heapq.heappop(heap)
+                if not job.done.is_set():
+                    self._expired(job, heap, now)
+            with self._lock:
+                if self._closed:
+                    break
+                self._next_wake = heap[0][0] if heap else float("inf")
+                if self._incoming:
+                    continue
+            timeout = max(self._next_wake - time.monotonic(), 0) if heap else -1
+            for fd, events in poll(timeout):
+                if fd == self._wakefd:
+                    try:
+                        os.eventfd_read(self._wakefd)
+                    except BlockingIOError:
+                        pass
+                    continue
+                job = self._jobs.get(fd)
+                if job is not None:
+                    self._event(job, events, heap)
+        for job in list(self._jobs.values()):
+            self._finish(job, Conn.TIMEOUT if job.phase == _CONNECTING else Conn.OK)
+
+    def _take_incoming(self, heap):
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        for job in incoming:
+            fd = job.attempt.sock.fileno()
+            self._jobs[fd] = job
+            heapq.heappush(heap, (job.deadline, id(job), job))
+            self._epoll.register(fd, _EP_ALL)
+
+    def _event(self, job, events, heap):
+        if job.phase == _CONNECTING:
+            if events & (select.EPOLLOUT | _EP_ERR):
+                self._connected(job, heap)
+        elif job.phase == _SENDING:
+            self._send(job, heap)
+        else:
+            self._read(job, events)
+
+    def _connected(self, job, heap):
+        attempt = job.attempt
+        err = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        attempt.connect_time = time.monotonic() - attempt.started
+        if err:
+            attempt.error = err
+            self._finish(job, Conn.FAILED)
+            return
+        attempt.state = Conn.OK
+        if job.request is None:
+            self._finish(job, Conn.OK)
+            return
+        job.phase = _SENDING
+        job.deadline = time.monotonic() + job.timeout
+        heapq.heappush(heap, (job.deadline, id(job), job))
+        self._send(job, heap)
+
+    def _send(self, job, heap):
+        attempt = job.attempt
+        try:
+            sent = attempt.sock.send(job.request[attempt.sent:])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._finish(job, Conn.OK)
+            return
+        attempt.sent += sent
+        if attempt.sent < len(job.request):
+            return                      # the next EPOLLOUT edge continues
+        job.phase = _READING
+        self._read(job, 0)
+
+    def _read(self, job, events):
+        sock = job.attempt.sock
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                if events & _EP_ERR:
+                    break
+                return
+            except OSError:
+                break
+            if not chunk:
+                break
+            if len(job.head) < _STATUS_BYTES:
+                job.head += chunk[:_STATUS_BYTES]
+            job.received += len(chunk)
+            if job.received >= tcpclient.MAX_REPLY:
+                break
+        self._finish(job, Conn.OK)
+
+    def _expired(self, job, heap, now):
+        """A deadline passed: the handshake timed out, or the HTTP exchange ends here."""
+        if job.deadline > now:              # an older heap entry of a job that moved on
+            return
+        attempt = job.attempt
+        if job.phase == _CONNECTING:
+            err = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            attempt.connect_time = now - attempt.started
+            attempt.error = err or None
+            self._finish(job, Conn.FAILED if err else Conn.TIMEOUT)
+        else:
+            self._finish(job, Conn.OK)
+
+    def _finish(self, job, state):
+        attempt = job.attempt
+        attempt.state = state
+        if attempt.connect_time is None:
+            attempt.connect_time = time.monotonic() - attempt.started
+        if job.request is not None and job.head:
+            job.http_status = tcpclient.http_status(job.head)
+        if attempt.sock is not None:
+            self._jobs.pop(attempt.sock.fileno(), None)
+            tcpclient.close(attempt, graceful=job.request is None)
+        job.done.set()
+
+
+_shared = None
+_shared_lock = threading.Lock()
+
+
+def shared():
+    """The process-wide reactor (started on first use)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Reactor()
+        return _shared
