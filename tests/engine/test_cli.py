@@ -182,3 +182,15 @@ def test_example_plugin_runs_as_the_guide_says(listener):
         assert record["observed"] is True and record["connstate"] is True
         assert record["dip"] == "127.0.0.1" and record["dp"] == listener
         assert record["pkt_fwd"] >= 2 and record["pkt_rev"] >= 1
+
+
+def test_example_plugin_installs_as_its_own_distribution(tmp_path):
+    """pip-installing the example tree puts its plugin into the shared namespace package."""
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                           "--no-build-isolation", "--target", str(target), str(EXAMPLE)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "pathspider" / "plugins" / "example.py").exists()
+    proc = run(["example", "--help"], pythonpath=[target])
+    assert proc.returncode == 0 and "--timeout" in proc.stdout
