@@ -71,7 +71,8 @@ _CLASSES = [
     ("ecn-syn-drop", "TCP SYNs with ECE and CWR set (ECN setup) are silently dropped"),
     ("ecn-bleach", "IP ECN field rewritten to not-ECT, both directions"),
     ("dscp-bleach", "DSCP rewritten to 0 (cs0), both directions"),
-    ("tfo-strip", "TCP Fast Open options (34 and experimental 254) removed from SYNs"),
+    ("tfo-strip", "TCP Fast Open options (34 and experimental 254) removed from SYNs and "
+                  "SYN-ACKs"),
     ("unreachable", "everything answered with ICMP host / ICMPv6 address unreachable"),
     ("blackhole", "everything silently dropped"),
     ("evilbit-drop", "IPv4 packets with the reserved (evil) flag bit dropped"),
