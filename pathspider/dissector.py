@@ -52,6 +52,10 @@ IPv4 (:class:`IP4`) and IPv6 (:class:`IP6`), "both" unless marked:
 ``hdr_checksum``       (IPv4) header checksum
 ``src_prefix``,        :class:`Prefix` objects: ``str()`` gives the address, ``.addr`` the
 ``dst_prefix``         raw 4/16 bytes (``src_address``/``dst_address`` are aliases)
+``src_addr``,          the addresses as text (``str(src_prefix)`` without the object; IPv6
+``dst_addr``           written as Python's ``ipaddress`` writes it)
+``ports``              ``(src_port, dst_port)`` of a complete TCP or UDP header, else
+                       ``(None, None)`` (what 1.0's ``extract_ports`` returns)
 ``seconds``            packet timestamp, float seconds since the epoch
 ``data``               bytes from the IP header to the end of the IP packet
 ``payload``            bytes after the IP header (IPv6: after the fixed 40-byte header)
@@ -126,6 +130,7 @@ ICMP6_ERROR_TYPES = frozenset((1, 2, 3, 4))
 _NULL_FAMILIES = frozenset((2, 10, 24, 28, 30))
 
 _u16 = struct.Struct("!H").unpack_from
+_ports2 = struct.Struct("!HH").unpack_from
 _u32 = struct.Struct("!I").unpack_from
 _ntoa = socket.inet_ntoa
 _ntop6 = socket.inet_ntop
@@ -232,6 +237,20 @@ def link_offset(linktype):
 
 # ---------------------------------------------------------------------------- helpers
 
+def _addr6(addr):
+    """Text of a 16-byte IPv6 address, exactly as Python's ``ipaddress`` writes it."""
+    if addr[:10] == _ZERO10:           # IPv4-mapped/compatible: inet_ntop differs from Python
+        return str(ipaddress.IPv6Address(addr))
+    return _ntop6(_AF_INET6, addr)      # same text as ipaddress (RFC 5952), 15x faster
+
+
+def _ports(ip):
+    """``(src_port, dst_port)`` of a view's complete TCP or UDP header, else (None, None)."""
+    proto = ip.proto
+    view = ip.tcp if proto == PROTO_TCP else ip.udp if proto == PROTO_UDP else None
+    return (None, None) if view is None else _ports2(ip.buf, view.off)
+
+
 class Prefix:
     """An IP address as python-libtrace's IPprefix: ``str()`` is the address, ``.addr`` bytes.
 
@@ -251,11 +270,7 @@ class Prefix:
 
     def __str__(self):
         addr = self.addr
-        if len(addr) == 4:
-            return _ntoa(addr)
-        if addr[:10] == _ZERO10:       # IPv4-mapped/compatible: inet_ntop differs from Python
-            return str(ipaddress.IPv6Address(addr))
-        return _ntop6(_AF_INET6, addr)  # same text as ipaddress (RFC 5952), 15x faster
+        return _ntoa(addr) if len(addr) == 4 else _addr6(addr)
 
     def __repr__(self):
         return "Prefix(%r)" % str(self)
@@ -370,6 +385,18 @@ class IP4:
     src_address = src_prefix
     dst_address = dst_prefix
 
+    @property
+    def src_addr(self):
+        return _ntoa(self.buf[self.off + 12:self.off + 16])
+
+    @property
+    def dst_addr(self):
+        return _ntoa(self.buf[self.off + 16:self.off + 20])
+
+    @property
+    def ports(self):
+        return _ports(self)
+
     # -- byte ranges
     @property
     def data(self):
@@ -477,6 +504,18 @@ class IP6:
 
     src_address = src_prefix
     dst_address = dst_prefix
+
+    @property
+    def src_addr(self):
+        return _addr6(self.buf[self.off + 8:self.off + 24])
+
+    @property
+    def dst_addr(self):
+        return _addr6(self.buf[self.off + 24:self.off + 40])
+
+    @property
+    def ports(self):
+        return _ports(self)
 
     @property
     def is_fragment(self):

@@ -212,10 +212,15 @@ def extract_ports(ip):
 
 def basic_flow(rec, ip):
     """new_flow chain: addresses, protocol and ports of the first packet; zero counters."""
-    rec["sip"] = str(ip.src_prefix)
-    rec["dip"] = str(ip.dst_prefix)
+    try:                # the dissector's shortcuts for str(ip.src_prefix)... and extract_ports
+        rec["sip"] = ip.src_addr
+        rec["dip"] = ip.dst_addr
+        rec["sp"], rec["dp"] = ip.ports
+    except AttributeError:
+        rec["sip"] = str(ip.src_prefix)
+        rec["dip"] = str(ip.dst_prefix)
+        rec["sp"], rec["dp"] = extract_ports(ip)
     rec["proto"] = ip.proto
-    rec["sp"], rec["dp"] = extract_ports(ip)
     rec["pkt_fwd"] = 0
     rec["pkt_rev"] = 0
     rec["oct_fwd"] = 0

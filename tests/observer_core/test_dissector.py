@@ -280,3 +280,15 @@ def test_ipv4_mapped_ipv6_text_matches_python_ipaddress():
     for text in ("::ffff:198.18.0.1", "::198.18.0.1", "::1", "::", "::ffff:0:0"):
         addr = ipaddress.IPv6Address(text).packed
         assert str(d.Prefix(addr)) == str(ipaddress.IPv6Address(addr))
+
+
+@pytest.mark.parametrize("pkt,linktype", [
+    (mk.tcp4(C4, S4, 1234, 80, mk.SYN), d.DLT_RAW), (mk.udp6(C6, S6, 53, 5353, b"x"), 229),
+    (mk.ip4(C4, S4, 132, bytes(12)), d.DLT_RAW), (mk.tcp4(C4, S4, 1, 2, mk.SYN)[:30], 12),
+    (mk.ip6("::ffff:198.18.0.1", S6, 17, mk.udp(1, 2)), 229),
+])
+def test_text_addresses_and_ports_match_the_1_0_spelling(pkt, linktype):
+    from pathspider.observer import extract_ports
+    ip = dissect(pkt, linktype)
+    assert ip.src_addr == str(ip.src_prefix) and ip.dst_addr == str(ip.dst_prefix)
+    assert ip.ports == extract_ports(ip)
