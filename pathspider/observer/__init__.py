@@ -50,8 +50,9 @@ WALLCLOCK_LAG = 1.0
 
 
 def _sentinel():
+    """The engine's end-of-stream marker (the same string; imported in case it ever changes)."""
     try:
-        from pathspider.base import SHUTDOWN_SENTINEL as sentinel
+        from pathspider.constants import SHUTDOWN_SENTINEL as sentinel
     except ImportError:
         sentinel = SHUTDOWN_SENTINEL
     return sentinel
@@ -194,6 +195,10 @@ class Observer:
                         "%d non-IP, %d malformed, %d flows, %d ignored, %d chain errors",
                         self.lturi, s["packets"], s["dropped"], s["short"], s["nonip"],
                         s["malformed"], s["flows"], s["ignored"], s["chain_errors"])
+            if s["dropped"] or s["ifdropped"]:
+                logger.warning("observer %s: the kernel dropped %d packets (%d by the "
+                               "interface): flows may be incomplete", self.lturi,
+                               s["dropped"], s["ifdropped"])
         self.source.close()
 
 

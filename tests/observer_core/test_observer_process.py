@@ -190,3 +190,26 @@ def test_engine_runner_reports_a_failing_observer():
 def test_start_capture_in_process_raises_packet_source_error():
     with pytest.raises(PacketSourceError):
         tcp_observer("pcap:/nonexistent/psobs.pcap").start_capture()
+
+
+@pytest.mark.root
+def test_live_timers_follow_the_wall_clock_on_a_quiet_interface(netns):
+    """Completed flows come out after expiry_timeout even if no packet follows them."""
+    obs = Observer("int:lo", new_flow_chain=[basic_flow, tcp_setup], ip4_chain=[basic_count],
+                   ip6_chain=[basic_count], tcp_chain=[tcp_handshake, tcp_complete],
+                   idle_timeout=30, expiry_timeout=1)
+    child = Child(netns, obs)
+    try:
+        assert child.wait_ready() == ("ready", None)
+        subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", TRAFFIC, "8081",
+                        "1"], check=True, capture_output=True, timeout=60)
+        t = time.monotonic()
+        early = child.flowqueue.get(timeout=10)      # before any shutdown request
+        waited = time.monotonic() - t
+        flows, took, stats = child.stop()
+    finally:
+        child.kill()
+    assert isinstance(early, list) and early and all(f["dp"] == 8081 for f in early)
+    assert all(f["fwd_fin"] and f["rev_fin"] for f in early)
+    assert waited < 5
+    assert len(early) + len([f for f in flows if f["dp"] == 8081]) == 2
