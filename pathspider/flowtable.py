@@ -95,6 +95,15 @@ def compose_chains(ip_fns, l4_fns):
     return env["run"]
 
 
+def compose_new_flow(fns):
+    """Compile the new_flow chain into ``keep(rec, ip)``: the functions joined with ``and``."""
+    env = {"fn_%d" % i: fn for i, fn in enumerate(fns)}
+    calls = ["fn_%d(rec, ip)" % i for i in range(len(fns))]
+    source = "def keep(rec, ip):\n    return %s\n" % (" and ".join(calls) or "True")
+    exec(compile(source, "<composed new_flow chain>", "exec"), env)
+    return env["keep"]
+
+
 class Flow:
     """Table entry: the record plus the state that must never leak into it."""
 
@@ -168,7 +177,8 @@ class FlowTable:
         self.tcp_chain = c["tcp"]
         self.udp_chain = c["udp"]
         self.l4_chain = c["l4"]
-        # the fast path calls one composed function per packet instead of looping over chains
+        # one composed function per packet instead of loops over the chains
+        self._keep = compose_new_flow(self.new_flow_chain)
         self._runners = (compose_chains(self.ip4_chain, self.tcp_chain),
                          compose_chains(self.ip4_chain, self.udp_chain),
                          compose_chains(self.ip6_chain, self.tcp_chain),
@@ -618,28 +628,34 @@ class FlowTable:
         Returns the new record, or None if the flow was vetoed or a new_flow function raised.
         """
         rec = {"first": ts}
-        fkey = reverse_key(key) if quoted else key
-        rkey = key if quoted else reverse_key(key)
-        self._seq += 1
+        if quoted:                          # the ICMP error's direction is the forward one
+            fkey, rkey = reverse_key(key), key
+        else:
+            fkey, rkey = key, reverse_key(key)
+        seq = self._seq = self._seq + 1
         try:
-            for fn in self.new_flow_chain:
-                if not fn(rec, ip):
-                    flow = Flow({"last": ts}, IGNORED, tab, fkey, rkey, self._seq)
-                    self.ct.ignored += 1
-                    break
-            else:
-                flow = Flow(rec, ACTIVE, tab, fkey, rkey, self._seq)
-                self.ct.flows += 1
+            keep = self._keep(rec, ip)
         except Exception as err:            # no flow; its next packet tries again
             self.ct.chain_errors += 1
             self._log_error("in a new_flow chain function", err)
             return None
-        entry_rec = rec if flow.state == ACTIVE else None
-        tab[fkey] = (entry_rec, False, flow)
+        if keep:
+            flow = Flow(rec, ACTIVE, tab, fkey, rkey, seq)
+            self.ct.flows += 1
+        else:
+            rec = None
+            flow = Flow({"last": ts}, IGNORED, tab, fkey, rkey, seq)
+            self.ct.ignored += 1
+        tab[fkey] = (rec, False, flow)
         if rkey != fkey:
-            tab[rkey] = (entry_rec, True, flow)
-        self._schedule(math.ceil(ts + self.idle_timeout), flow)
-        return entry_rec
+            tab[rkey] = (rec, True, flow)
+        t = math.ceil(ts + self.idle_timeout)
+        b = self.bins.get(t)
+        if b is None:
+            self._schedule(t, flow)
+        else:
+            b.append(flow)
+        return rec
 
     def _run_chains(self, rec, ip, q, rev):
         """Run the per-packet chains; False as soon as one function returns a falsy value."""
