@@ -40,7 +40,9 @@ not views.
 import heapq
 import logging
 import math
+import os
 import struct
+import traceback
 
 from pathspider import dissector
 from pathspider.dissector import (IP4, IP6, TCP, UDP, ICMP, ICMP6, DissectError, Malformed,
@@ -688,9 +690,20 @@ class FlowTable:
         return True
 
     def _log_error(self, where, err):
+        """Log the first errors with the packet number and the function that raised."""
         self._errors_logged += 1
         if self._errors_logged <= _MAX_LOGGED_ERRORS:
-            logger.warning("packet %d: error %s: %s: %s%s", self.ct.packets, where,
-                           type(err).__name__, err,
+            logger.warning("packet %d: error %s%s: %s: %s%s", self.ct.packets, where,
+                           _culprit(err), type(err).__name__, err,
                            " (further errors are only counted)"
                            if self._errors_logged == _MAX_LOGGED_ERRORS else "")
+
+
+def _culprit(err):
+    """`` fn (file:line)`` of the chain function an exception came from, if it is visible."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if not f.filename.startswith("<composed") and f.filename != __file__]
+    if not frames:
+        return ""
+    f = frames[0]
+    return " %s (%s:%d)" % (f.name, os.path.basename(f.filename), f.lineno)

@@ -317,6 +317,7 @@ def test_a_raising_chain_is_counted_and_the_table_goes_on(caplog):
     feed(t, [(1.0, mk.tcp4(C4, S4, 1, 2, mk.SYN)), (1.1, mk.tcp4(C4, S4, 1, 2, mk.ACK))])
     assert t.ct.chain_errors == 1
     assert "packet 1" in caplog.text and "boom" in caplog.text
+    assert "in a chain function buggy (test_flowtable.py:" in caplog.text
     (rec,) = flushed(t)
     assert rec["pkt_fwd"] == 2                  # ip chain ran before the raising tcp chain
 
