@@ -103,6 +103,9 @@ class Spider:
         self.exception = None
         self.conn_timeout = None
         self.job_errors = 0
+        self.discarding = False
+        self.discarded_jobs = 0
+        self._shutting_down = False
         self.connect_timing = DurationAverage()
         self.post_connect_timing = DurationAverage()
         self._done = threading.Event()
@@ -222,12 +225,19 @@ class Spider:
             return
         self.jobqueue.put(job)
 
+    def discard_queued_jobs(self):
+        """Stop taking new jobs: queued jobs that no worker has started are skipped (counted
+        in ``discarded_jobs``); jobs already started finish normally. For interruptions."""
+        self.discarding = True
+        self.stopping = True
+
     def shutdown(self):
         """Orderly stop after the last job: every queued job is finished and merged, the
         Observer flushes its flows, and ``SHUTDOWN_SENTINEL`` closes ``outqueue``."""
         with self.lock:
-            if not self.running or self.stopping:
+            if not self.running or self._shutting_down:
                 return
+            self._shutting_down = True
             self.stopping = True
         for _ in range(self.worker_count):
             self.jobqueue.put(SHUTDOWN_SENTINEL)
@@ -305,6 +315,10 @@ class Spider:
         job = self.jobqueue.get()
         if isinstance(job, str) and job == SHUTDOWN_SENTINEL:
             return [], True
+        if self.discarding:
+            self.discarded_jobs += 1
+            self.jobqueue.task_done()
+            return [], False
         jobs = [job]
         if self.connect_timing.fast:
             get_nowait = self.jobqueue.get_nowait

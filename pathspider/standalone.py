@@ -48,9 +48,11 @@ class _Interrupts:
         self.count += 1
         name = signal.Signals(signum).name
         if self.count == 1:
-            log.warning("%s: no more targets are read; finishing the jobs in flight "
+            log.warning("%s: no more targets are read; finishing the jobs already started "
                         "(again to abandon them)", name)
             self.stop_feeding.set()
+            if self.spider is not None:
+                self.spider.discard_queued_jobs()
         elif self.spider is not None:
             log.warning("%s again: abandoning the jobs in flight", name)
             threading.Thread(target=self.spider.terminate, daemon=True).start()
@@ -143,6 +145,9 @@ def _measure(spider, inputfile, outputfile, interrupts, args):
 def _summarise(spider, stats, records, elapsed):
     observer = spider.observer_runner.stats if spider.observer_runner else None
     merger = spider.merger_state
+    if spider.discarded_jobs:
+        log.warning("%d queued jobs were not started because the run was interrupted",
+                    spider.discarded_jobs)
     log.info("done: %d jobs from %d lines (%d bad rows skipped), %d records written in %.1f s "
              "(%.0f jobs/s); %d records without an observed flow; observer: %s",
              stats.jobs, stats.lines, stats.bad, records, elapsed,

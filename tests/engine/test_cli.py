@@ -194,3 +194,35 @@ def test_example_plugin_installs_as_its_own_distribution(tmp_path):
     assert (target / "pathspider" / "plugins" / "example.py").exists()
     proc = run(["example", "--help"], pythonpath=[target])
     assert proc.returncode == 0 and "--timeout" in proc.stdout
+
+
+def test_first_interrupt_finishes_started_jobs_and_exits_130(tmp_path):
+    """SIGINT: targets stop being read, started jobs finish and are written, status 130."""
+    import signal
+
+    from loopback import LoopbackTargets
+
+    targets = LoopbackTargets()
+    tree = plugin_tree(tmp_path / "tp", "clitest", CLITEST_PLUGIN)
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{REPO}")
+    (tmp_path / "in.csv").write_text(
+        "".join(f"127.0.0.1,{targets.silent},h,{i}\n" for i in range(200)))
+    try:
+        proc = subprocess.Popen(PATHSPIDER + ["-v", "-i", "lo", "-w", "4", "--input",
+                                              str(tmp_path / "in.csv"), "clitest"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        seen = []
+        for line in proc.stderr:                 # wait until the first connects have started
+            seen.append(line)
+            if "applying configuration 0" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        err = "".join(seen) + err
+    finally:
+        targets.close()
+    assert proc.returncode == 130, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert 0 < len(records) < 400 and len(records) % 2 == 0
+    assert "queued jobs were not started" in err
