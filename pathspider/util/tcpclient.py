@@ -93,15 +93,16 @@ def start_connect(ip, port, timeout, data=None):
     """
     tstart = utc_now_text()
     started = time.monotonic()
+    family = family_of(ip)
     try:
-        sock = socket.socket(family_of(ip), socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     except OSError as exc:          # e.g. EMFILE: report the job as failed, do not lose it
         pending = Pending(None, ip, port, tstart, started, timeout)
         pending.error = exc.errno or errno.EIO
         return pending
     pending = Pending(sock, ip, port, tstart, started, timeout)
     try:
-        _receive_errors(sock)
+        _receive_errors(sock, family)
         if data is None:
             sock.connect((ip, port))
         else:
@@ -117,7 +118,7 @@ def start_connect(ip, port, timeout, data=None):
     return pending
 
 
-def _receive_errors(sock):
+def _receive_errors(sock, family):
     """Make ICMP errors about this connection end it at once (IP_RECVERR / IPV6_RECVERR).
 
     Without this, an ICMP unreachable that arrives while ``connect()`` still holds the socket
@@ -126,7 +127,7 @@ def _receive_errors(sock):
     retransmission (1 s) instead of a few microseconds to fail. With the option the error is
     queued on the socket, ``poll`` reports it, and the attempt fails with its errno.
     """
-    if sock.family == socket.AF_INET6:
+    if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
     else:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
