@@ -239,10 +239,12 @@ class FlowTable:
         """
         clock = math.ceil(ts)
         if self.clock is not None and clock <= self.clock:
+            # a bin armed for the current second runs when the clock next advances (as 1.0)
+            self.next_tick = max(self.next_tick, self.clock)
             return
         self.clock = clock
         heap, bins = self.heap, self.bins
-        idle, expiry = self.idle_timeout, self.expiry_timeout
+        idle = self.idle_timeout
         while heap and heap[0] <= clock:
             t = heapq.heappop(heap)
             for flow in bins.pop(t):

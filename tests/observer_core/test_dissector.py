@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from core_craft import mk
 from pathspider import dissector as d
-from pathspider.dissector import Malformed, NotIP, Short, dissect, parse_ip
+from pathspider.dissector import Malformed, NotIP, Short, dissect
 
 C4, S4, C6, S6 = mk.C4, mk.S4, mk.C6, mk.S6
 

@@ -1,7 +1,6 @@
 """Packet sources: libtrace URIs, pcap/pcapng files, link types, batches, live errors."""
 import os
 import pickle
-import struct
 
 import pytest
 
