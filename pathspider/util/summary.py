@@ -21,6 +21,7 @@ import importlib
 import json
 import logging
 import sys
+import textwrap
 
 log = logging.getLogger("pathspider.summary")
 
@@ -83,6 +84,20 @@ COLUMNS = {
         ("ICMP unreach", _icmp),
         ("unobserved", _has("pathspider.not_observed")),
     ],
+}
+
+
+#: One line per plugin explaining the columns, printed under the table.
+LEGEND = {
+    "ecn": ("no ECN ok / ECN ok: the connection without / with an ECN-setup SYN worked (a "
+            "connection that only worked after the kernel retried without ECN does not count); "
+            "works/broken/transient/offline: both / only without / only with / neither; "
+            "fallback: the ECN SYN went unanswered and the kernel retried without ECN; "
+            "negotiated: SYN-ACK with ECE; ECT/CE seen: marks on packets from the target."),
+    "tfo": ("cookie: the cookie request got a cookie; SYN data acked: the data sent on the SYN "
+            "with that cookie was acknowledged."),
+    "dscp": ("mark sent: the experiment's SYN left with the codepoint; mark back / 0 back: the "
+             "target's SYN-ACK carried the codepoint / 0."),
 }
 
 
@@ -207,6 +222,7 @@ def main(args):
         log.error("summary: %s", exc)
         return 1
     print(format_table(table, args.plugin))
+    print(textwrap.fill(LEGEND[args.plugin], width=100))
     return 0
 
 
