@@ -15,7 +15,8 @@
 #   7. takes the lab down again - also when something fails or it is interrupted.
 #
 # Environment: DEMO_TARGETS (default 330: 15 per class and address family), DEMO_WORKERS (50),
-# DEMO_TIMEOUT (seconds per connection, 3), PATHSPIDER_LAB_NAME (lab name, default psdemo).
+# DEMO_TIMEOUT (seconds per connection, 3), PATHSPIDER_LAB_NAME (lab name, default psdemo),
+# DEMO_SKIP_INSTALL (set: skip step 1, for an already installed checkout).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -31,7 +32,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 cd "$here"
-bash scripts/install.sh
+if [ -z "${DEMO_SKIP_INSTALL:-}" ]; then
+  bash scripts/install.sh
+fi
 pathspider="$here/.venv/bin/pathspider"
 python="$here/.venv/bin/python"
 
