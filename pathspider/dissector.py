@@ -21,8 +21,10 @@ Entry points
 ``end`` is exclusive. The IP view clamps it to the IP total length, so Ethernet padding never
 counts as payload (python-libtrace counted padding of short frames as TCP payload).
 
-Views are valid as long as their buffer is alive; they are cheap and not meant to be kept in
-flow records (store the values you need instead).
+Views returned by :func:`parse_ip`/:func:`dissect` stay valid as long as their buffer. The
+views the Observer hands to chain functions are only valid during the call: its fast path
+reuses them from packet to packet (python-libtrace also reused one packet object). Store the
+values you need in the flow record, never a view.
 
 Attributes
 ----------

@@ -16,8 +16,12 @@ Chain signatures::
     tcp_chain: fn(rec, tcp, rev); udp_chain: fn(rec, udp, rev)
     l4_chain: fn(rec, ip, rev)  (any packet that is neither TCP nor UDP)
 
-``rev`` is passed positionally. Every record has ``first`` and ``last`` (packet timestamps,
-float seconds) plus what the chains write. The module also provides the 1.0 basic chain
+``rev`` is passed positionally. A falsy return (``None`` included) stops the functions after
+it for that packet and completes the flow, as in 1.0. Header views are only valid during the
+call (they are reused): keep values, not views. Chain functions must be module-level
+functions so the Observer can be pickled for a ``spawn``-ed observer process. Every record
+has ``first`` and ``last`` (packet timestamps, float seconds) plus what the chains write; no
+internal key ever appears in it. The module also provides the 1.0 basic chain
 functions :func:`basic_flow` and :func:`basic_count`, :func:`extract_ports` and
 :func:`simple_observer`.
 """
