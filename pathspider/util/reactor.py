@@ -31,6 +31,9 @@ _EP_ERR = select.EPOLLERR | select.EPOLLHUP
 #: Edge-triggered, all events at once: one epoll_ctl per connection (no modify, and closing
 #: the socket removes it from the epoll set).
 _EP_ALL = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+_EP_END = select.EPOLLRDHUP | _EP_ERR
+_EP_IN = select.EPOLLIN | _EP_END
+_BUFSIZE = 65536
 _CONNECTING, _SENDING, _READING = range(3)
 _STATUS_BYTES = 64
 
@@ -193,16 +196,21 @@ class Reactor:
         attempt.sent += sent
         if attempt.sent < len(job.request):
             return                      # the next EPOLLOUT edge continues
-        job.phase = _READING
-        self._read(job, 0)
+        job.phase = _READING            # the reply's EPOLLIN edge continues
 
     def _read(self, job, events):
+        """Read what arrived. Edge-triggered: every arriving segment gives a new EPOLLIN, so
+        one read per event suffices until the peer's FIN (EPOLLRDHUP) or an error, after which
+        everything is read to the end. This avoids raising EAGAIN on every event."""
+        if not events & _EP_IN:
+            return                      # an EPOLLOUT edge (our request was acknowledged)
         sock = job.attempt.sock
+        ending = events & _EP_END
         while True:
             try:
-                chunk = sock.recv(65536)
+                chunk = sock.recv(_BUFSIZE)
             except (BlockingIOError, InterruptedError):
-                if events & _EP_ERR:
+                if ending:
                     break
                 return
             except OSError:
@@ -214,6 +222,8 @@ class Reactor:
             job.received += len(chunk)
             if job.received >= tcpclient.MAX_REPLY:
                 break
+            if not ending and len(chunk) < _BUFSIZE:
+                return
         self._finish(job, Conn.OK)
 
     def _expired(self, job, heap, now):

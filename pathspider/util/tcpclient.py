@@ -35,6 +35,8 @@ MAX_REPLY = 1 << 20
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 
+_IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR)
+
 _POLL_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
 _POLL_IN = select.POLLIN | select.POLLERR | select.POLLHUP
 
@@ -104,7 +106,9 @@ def start_connect(ip, port, timeout, data=None):
     try:
         _receive_errors(sock, family)
         if data is None:
-            sock.connect((ip, port))
+            err = sock.connect_ex((ip, port))     # no exception on the normal EINPROGRESS
+            if err and err not in _IN_PROGRESS:
+                pending.error = err
         else:
             pending.sent = sock.sendto(data, socket.MSG_FASTOPEN, (ip, port))
     except (BlockingIOError, InterruptedError):
