@@ -145,7 +145,12 @@ class Reactor:
                     continue
                 job = self._jobs.get(fd)
                 if job is not None:
-                    self._event(job, events, heap)
+                    try:
+                        self._event(job, events, heap)
+                    except Exception:       # a bug must not stop every other connection
+                        log.exception("reactor: error handling %s", job.attempt.ip)
+                        if not job.finished:
+                            self._finish(job, Conn.FAILED)
         for job in list(self._jobs.values()):
             self._finish(job, Conn.TIMEOUT if job.phase == _CONNECTING else Conn.OK)
 
@@ -154,9 +159,15 @@ class Reactor:
             incoming, self._incoming = self._incoming, []
         for job in incoming:
             fd = job.attempt.sock.fileno()
+            try:
+                self._epoll.register(fd, _EP_ALL)
+            except OSError as exc:
+                log.error("reactor: cannot watch the socket to %s: %s", job.attempt.ip, exc)
+                job.attempt.error = exc.errno
+                self._finish(job, Conn.FAILED)
+                continue
             self._jobs[fd] = job
             heapq.heappush(heap, (job.deadline, id(job), job))
-            self._epoll.register(fd, _EP_ALL)
 
     def _event(self, job, events, heap):
         if job.phase == _CONNECTING:
