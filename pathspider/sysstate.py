@@ -172,8 +172,7 @@ class SystemState:
         self._sysctls = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        if track:
-            _track(self)
+        self._track = track
 
     def sysctl(self, name):
         """The :class:`Sysctl` for ``name``, opened and remembered on first use."""
@@ -182,7 +181,7 @@ class SystemState:
             if knob is None:
                 knob = Sysctl(name)
                 self._sysctls[name] = knob
-                self._items.append(knob)
+                self._register(knob)
                 log.debug("registered sysctl %s (original %s)", name, knob.original)
             return knob
 
@@ -190,8 +189,14 @@ class SystemState:
         """Create an :class:`NftTable` and register it for deletion."""
         table = NftTable(name, definition, family)
         with self._lock:
-            self._items.append(table)
+            self._register(table)
         return table
+
+    def _register(self, item):
+        """Remember ``item`` (lock held); a tracked registry joins :func:`restore_all`."""
+        if not self._items and self._track:
+            _track(self)
+        self._items.append(item)
 
     def restore(self):
         """Restore every registered item (newest first); returns the list of errors."""
@@ -200,6 +205,8 @@ class SystemState:
         with self._lock:
             items, self._items = self._items, []
             self._sysctls = {}
+        if self._track:
+            _untrack(self)
         errors = []
         for item in reversed(items):
             try:
@@ -226,12 +233,19 @@ def _track(state):
     """Remember ``state`` for :func:`restore_all`; install the exit hooks on first use."""
     global _hooks_installed
     with _tracked_lock:
-        _tracked.append(state)
+        if state not in _tracked:
+            _tracked.append(state)
         install = not _hooks_installed
         _hooks_installed = True
     if install:
         atexit.register(restore_all)
         install_signal_handlers()
+
+
+def _untrack(state):
+    with _tracked_lock:
+        if state in _tracked:
+            _tracked.remove(state)
 
 
 _default = None

@@ -153,3 +153,17 @@ def test_unwritable_sysctl_gives_clear_error():
     from pathspider import sysstate
     with pytest.raises(sysstate.SystemStateError, match="no.such.knob"):
         sysstate.Sysctl("net.ipv4.no.such.knob")
+
+
+def test_tracked_registry_joins_restore_all_only_while_it_holds_state(netns):
+    script = textwrap.dedent("""
+        from pathspider import sysstate
+        state = sysstate.SystemState(track=True)
+        assert state not in sysstate._tracked          # nothing registered yet
+        state.sysctl("net.ipv4.tcp_ecn").set(1)
+        assert state in sysstate._tracked
+        assert sysstate.restore_all() == []
+        assert state not in sysstate._tracked
+        print(open("/proc/sys/net/ipv4/tcp_ecn").read().strip())
+    """)
+    assert ns_run(netns, sys.executable, "-c", script).stdout.strip() == "0"
