@@ -110,9 +110,12 @@ def run(lab, rows, workers, timeout, workdir):
 def figures(rows, records, log, wall, rss_kb, cpu_s):
     pairs = {}
     for rec in records:
-        pairs.setdefault(rec["dip"], [None, None])[1 if rec["config"] else 0] = rec
-    right = sum(classified_right(plan.class_of(ip), *pairs.get(ip, (None, None)))
-                for ip, *_ in rows)
+        pairs.setdefault((rec["dip"], str(rec["rank"])), [None, None])[
+            1 if rec["config"] else 0] = rec
+    verdicts = [(ip, classified_right(plan.class_of(ip), *pairs.get((ip, str(rank)),
+                                                                    (None, None))))
+                for ip, _, _, rank in rows]
+    right = sum(ok for _, ok in verdicts)
     observer = {}
     match = re.search(r"observer: (\{.*\})", log)
     if match:
@@ -120,8 +123,7 @@ def figures(rows, records, log, wall, rss_kb, cpu_s):
     reported = re.search(r"in ([0-9.]+) s \(([0-9]+) jobs/s\)", log)
     starts = sorted(datetime.datetime.fromisoformat(r["tstart"]).timestamp() for r in records)
     dispatch = starts[-1] - starts[0] if len(starts) > 1 else 0.0
-    wrong = [ip for ip, *_ in rows
-             if not classified_right(plan.class_of(ip), *pairs.get(ip, (None, None)))]
+    wrong = [ip for ip, ok in verdicts if not ok]
     return {
         "jobs": len(rows),
         "wall_s": round(wall, 2),
@@ -151,6 +153,9 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--scenario", choices=["a", "b", "both"], default="both")
     parser.add_argument("--keep-lab", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure the target list this many times over in one run (the "
+                             "lab has 254 hosts per class; repeats show the sustained rate)")
     parser.add_argument("--classes", default=",".join(ANSWERING),
                         help="answering impairment classes for the targets (default: all but "
                              "blackhole)")
@@ -164,6 +169,8 @@ def main(argv=None):
         for name in scenarios:
             rows = make_targets(lab, args.count, 0.1 if name == "b" else 0.0,
                                 args.classes.split(","))
+            rows = [[ip, port, host, i + 1] for i, (ip, port, host, _) in
+                    enumerate(rows * args.repeat)]
             with tempfile.TemporaryDirectory(prefix="psbench-") as tmp:
                 result = run(lab, rows, args.workers, args.timeout, Path(tmp))
             print(f"scenario ({name}): {json.dumps(result)}", flush=True)

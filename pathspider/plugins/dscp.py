@@ -121,6 +121,7 @@ class DSCP(SynchronizedSpider, PluggableSpider):
         self.codepoint = DEFAULT_CODEPOINT if codepoint is None else codepoint
         self.dscp = self.codepoint  # 1.0 attribute name
         tcpclient.raise_fd_limit()
+        reactor.batch_post_connects(self)
         self.system_state = sysstate.SystemState(track=True)
         self.table = self.system_state.nft_table(TABLE, table_definition(self.codepoint))
         self._marking = None
@@ -144,11 +145,10 @@ class DSCP(SynchronizedSpider, PluggableSpider):
 
     def connect(self, job, pcs, config):
         """Send the SYN (non-blocking); conntrack remembers the configuration it left in."""
-        attempt = tcpclient.start_connect(job[0], job[1], self.conn_timeout)
         request = None
         if self.connect_mode == "http":
             request = tcpclient.http_request(job_host(job), job[0])
-        return reactor.shared().submit(attempt, request, self.conn_timeout)
+        return reactor.shared().start(job[0], job[1], self.conn_timeout, request)
 
     def post_connect(self, job, conn, pcs, config):
         """Wait until the reactor has finished the connection (handshake, HTTP exchange if

@@ -146,6 +146,7 @@ class ECN(SynchronizedSpider, PluggableSpider):
         self.conn_timeout = getattr(args, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
         self.connect_mode = getattr(args, "connect", DEFAULT_CONNECT) or DEFAULT_CONNECT
         tcpclient.raise_fd_limit()
+        reactor.batch_post_connects(self)
         self.system_state = sysstate.SystemState(track=True)
         self.tcp_ecn = self.system_state.sysctl("net.ipv4.tcp_ecn")
         if getattr(args, "no_ecn_fallback", False):
@@ -165,11 +166,10 @@ class ECN(SynchronizedSpider, PluggableSpider):
 
     def connect(self, job, pcs, config):
         """Send the SYN (non-blocking); the ECN decision is taken by the kernel right here."""
-        attempt = tcpclient.start_connect(job[0], job[1], self.conn_timeout)
         request = None
         if self.connect_mode == "http":
             request = tcpclient.http_request(job_host(job), job[0])
-        return reactor.shared().submit(attempt, request, self.conn_timeout)
+        return reactor.shared().start(job[0], job[1], self.conn_timeout, request)
 
     def post_connect(self, job, conn, pcs, config):
         """Wait until the reactor has finished the connection (handshake, HTTP exchange if

@@ -17,6 +17,7 @@ the sleep when an earlier deadline is added. Nothing polls.
 import heapq
 import logging
 import os
+import resource
 import select
 import socket
 import threading
@@ -34,6 +35,8 @@ _EP_ALL = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
 _EP_END = select.EPOLLRDHUP | _EP_ERR
 _EP_IN = select.EPOLLIN | _EP_END
 _BUFSIZE = 65536
+#: Most sockets the reactor keeps open at once (fewer if the open-file limit is lower).
+MAX_OPEN = 16384
 _CONNECTING, _SENDING, _READING = range(3)
 _STATUS_BYTES = 64
 
@@ -42,9 +45,10 @@ class Job:
     """What the reactor does with one :class:`tcpclient.Pending` attempt."""
 
     __slots__ = ("attempt", "request", "timeout", "phase", "deadline", "head", "received",
-                 "http_status", "finished", "_done")
+                 "http_status", "finished", "_done", "slot")
 
     def __init__(self, attempt, request, timeout):
+        self.slot = None                # the reactor's semaphore, if a slot was reserved
         self.attempt = attempt
         self.request = request          # bytes to send after the handshake, or None (tcp)
         self.timeout = timeout
@@ -76,7 +80,14 @@ class Job:
 class Reactor:
     """Drives attempts to completion on one daemon thread (started on first use)."""
 
-    def __init__(self, name="reactor"):
+    def __init__(self, name="reactor", max_open=None):
+        if max_open is None:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            if soft == resource.RLIM_INFINITY:
+                soft = 1 << 20
+            max_open = max(64, min(MAX_OPEN, soft - 512))
+        self.max_open = max_open
+        self._slots = threading.Semaphore(max_open)
         self._epoll = select.epoll()
         self._wakefd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._epoll.register(self._wakefd, select.EPOLLIN)
@@ -90,7 +101,25 @@ class Reactor:
 
     # ---- called from worker threads ---------------------------------------------------------
 
-    def submit(self, attempt, request=None, timeout=5.0):
+    def start(self, ip, port, timeout, request=None):
+        """Start a connection and hand it over: :func:`tcpclient.start_connect` plus
+        :meth:`submit`, after waiting for one of ``max_open`` slots.
+
+        The slot bounds the sockets open at once. Without it, when the machine cannot finish
+        connections as fast as the workers start them, open sockets pile up until the
+        process runs out of file descriptors (connections then fail at once), and the
+        reactor's backlog grows until deadlines expire before their events are handled.
+        Waiting here slows the start of new connections to the pace at which old ones end.
+        """
+        self._slots.acquire()
+        try:
+            attempt = tcpclient.start_connect(ip, port, timeout)
+        except BaseException:
+            self._slots.release()
+            raise
+        return self.submit(attempt, request, timeout, slot=self._slots)
+
+    def submit(self, attempt, request=None, timeout=5.0, slot=None):
         """Hand an attempt started by :func:`tcpclient.start_connect` to the reactor.
 
         ``request`` (bytes) is sent once the connection is established and the reply is read
@@ -98,6 +127,7 @@ class Reactor:
         handshake. Returns a :class:`Job`; ``job.wait()`` blocks until it is finished.
         """
         job = Job(attempt, request, timeout)
+        job.slot = slot
         if attempt.sock is None or attempt.error is not None:
             self._finish(job, Conn.FAILED)
             return job
@@ -243,10 +273,15 @@ class Reactor:
             return
         attempt = job.attempt
         if job.phase == _CONNECTING:
+            if _is_connected(attempt.sock):   # its event is still waiting to be handled
+                self._connected(job, heap)
+                return
             err = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             attempt.connect_time = now - attempt.started
             attempt.error = err or None
             self._finish(job, Conn.FAILED if err else Conn.TIMEOUT)
+        elif job.phase == _READING:
+            self._read(job, _EP_END)          # take what did arrive, then end
         else:
             self._finish(job, Conn.OK)
 
@@ -260,7 +295,44 @@ class Reactor:
         if attempt.sock is not None:
             self._jobs.pop(attempt.sock.fileno(), None)
             tcpclient.close(attempt, graceful=job.request is None)
+        if job.slot is not None:
+            job.slot.release()
+            job.slot = None
         job.set_done()
+
+
+def _is_connected(sock):
+    """Whether a connecting socket has in fact connected (it has a peer)."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+class ConcurrentWaits:
+    """Stands in for the engine's ``post_connect`` duration average (``Spider.
+    post_connect_timing``) in plugins whose ``post_connect`` only waits for the reactor.
+
+    The engine hands started jobs to its completer threads one by one when ``post_connect``
+    is slow on average, so that one slow target does not delay others; with the reactor every
+    connection makes progress on its own, and a completer working through a batch waits
+    only as long as its slowest connection, not the sum. Measured on the lab (5,000 ecn jobs,
+    100 workers): one hand-off per job cost ~40 % of the run's CPU; batches brought the run
+    from ~1,550 to ~2,150 jobs/s.
+    """
+
+    fast = True
+    average = 0.0
+
+    def add(self, seconds):
+        """Durations are not needed: waiting costs no CPU here."""
+
+
+def batch_post_connects(spider):
+    """Let the engine hand a worker's batch of jobs to one completer (see ConcurrentWaits)."""
+    if hasattr(spider, "post_connect_timing"):
+        spider.post_connect_timing = ConcurrentWaits()
 
 
 _shared = None
