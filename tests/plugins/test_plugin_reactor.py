@@ -121,3 +121,30 @@ def test_failed_socket_is_finished_at_once(reactor):
     attempt.error = 24
     assert reactor.submit(attempt, None, 1).wait().finished
     assert attempt.state == Conn.FAILED
+
+
+def test_open_sockets_are_bounded(server):
+    import time
+    bounded = Reactor(max_open=2)
+    try:
+        # two connections to a listener that never answers keep both slots for 0.4 s
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        port = silent.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for s in fillers:
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+        first = [bounded.start("127.0.0.1", port, 0.4) for _ in range(2)]
+        started = time.monotonic()
+        third = bounded.start("127.0.0.1", server.port, 5, b"GET / HTTP/1.1\r\n\r\n")
+        waited = time.monotonic() - started
+        assert all(job.wait().attempt.state == Conn.TIMEOUT for job in first)
+        assert third.wait().http_status == 200
+        assert waited >= 0.3          # the third connection was started only after a slot freed
+    finally:
+        for s in fillers:
+            s.close()
+        silent.close()
+        bounded.close()
