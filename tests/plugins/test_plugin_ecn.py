@@ -91,9 +91,8 @@ def ecn_run(lab, tmp_path_factory):
     return rows, by_target(records), before, after, proc
 
 
-pytestmark = pytest.mark.root
 
-
+@pytest.mark.root
 def test_every_target_has_both_records_with_real_ports(ecn_run):
     rows, table, *_ = ecn_run
     assert set(table) == {row[0] for row in rows}
@@ -107,6 +106,7 @@ def test_every_target_has_both_records_with_real_ports(ecn_run):
             assert rec["fwd_syn_count"] >= 1
 
 
+@pytest.mark.root
 def test_clean_targets_work_and_negotiate(ecn_run):
     for ip, recs in of_class(ecn_run[1], "clean").items():
         assert recs[0]["fwd_syn_first_flags"] == SYN and recs[0]["connstate"]
@@ -118,6 +118,7 @@ def test_clean_targets_work_and_negotiate(ecn_run):
             "ecn.ipmark.ect1.not_seen", "ecn.ipmark.ce.not_seen"], ip
 
 
+@pytest.mark.root
 def test_ecn_syn_drop_is_detected_despite_the_kernel_fallback(ecn_run):
     for ip, recs in of_class(ecn_run[1], "ecn-syn-drop").items():
         base, exp = recs[0], recs[1]
@@ -130,6 +131,7 @@ def test_ecn_syn_drop_is_detected_despite_the_kernel_fallback(ecn_run):
                              "ecn.negotiation.failed"], ip
 
 
+@pytest.mark.root
 def test_bleached_targets_negotiate_but_show_no_marks(ecn_run):
     for ip, recs in of_class(ecn_run[1], "ecn-bleach").items():
         exp = recs[1]
@@ -139,6 +141,7 @@ def test_bleached_targets_negotiate_but_show_no_marks(ecn_run):
         assert "ecn.ipmark.ect0.not_seen" in ecn.conditions(recs[0], exp)
 
 
+@pytest.mark.root
 def test_unreachable_targets_carry_the_icmp_evidence(ecn_run):
     for ip, recs in of_class(ecn_run[1], "unreachable").items():
         for rec in recs.values():
@@ -146,6 +149,7 @@ def test_unreachable_targets_carry_the_icmp_evidence(ecn_run):
             assert rec["spdr_state"] == 1 and rec["connect_time"] < 0.5
 
 
+@pytest.mark.root
 def test_blackholed_targets_time_out_and_stay_in_the_output(ecn_run):
     for ip, recs in of_class(ecn_run[1], "blackhole").items():
         for rec in recs.values():
@@ -154,12 +158,14 @@ def test_blackholed_targets_time_out_and_stay_in_the_output(ecn_run):
         assert ecn.connectivity(recs[0], recs[1]) == "ecn.connectivity.offline"
 
 
+@pytest.mark.root
 def test_client_state_is_restored_after_the_run(ecn_run):
     *_, before, after, proc = ecn_run
     assert after == before
     assert "applying" not in proc.stdout
 
 
+@pytest.mark.root
 def test_no_fallback_option_makes_syn_drop_fail(lab_client_state, tmp_path):
     lab = lab_client_state
     rows = targets(lab, ["clean", "ecn-syn-drop"], 1)
@@ -177,6 +183,7 @@ def test_no_fallback_option_makes_syn_drop_fail(lab_client_state, tmp_path):
         assert recs[1]["rev_syn_flags"] == SAE and not recs[1]["rev_ez"], ip
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_run_restores_the_client(lab_client_state, tmp_path, signum):
     lab = lab_client_state
