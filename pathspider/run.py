@@ -18,7 +18,8 @@ from pathspider.version import __version__
 log = logging.getLogger("pathspider")
 
 #: Modules providing built-in utility sub-commands, each with ``register_args(subparsers)``.
-UTILITY_MODULES = ("pathspider.util.dnsresolv", "pathspider.observe", "pathspider.lab.cli")
+UTILITY_MODULES = ("pathspider.util.dnsresolv", "pathspider.util.summary", "pathspider.observe",
+                   "pathspider.lab.cli")
 
 DESCRIPTION = ("PATHspider measures path transparency: it connects to each target twice, in a "
                "baseline and an experimental configuration, observes the packets, and writes "

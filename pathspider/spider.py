@@ -77,6 +77,12 @@ class Spider:
     ``connect``, ``post_connect``, ``create_observer`` and ``merge``.
     """
 
+    #: True when ``post_connect`` only waits for progress that happens by itself (the kernel,
+    #: a reactor thread): a completer then finishes a batch of jobs in the time of the slowest
+    #: one, so started jobs are always handed over in batches. False lets the engine decide by
+    #: how long ``post_connect`` takes: slow ones are handed over one job at a time.
+    post_connect_overlaps = False
+
     def __init__(self, worker_count, libtrace_uri, args):
         self.args = args
         self.activated = True
@@ -358,9 +364,10 @@ class Spider:
         return ok
 
     def _hand_over(self, started):
-        """Give started jobs to the completers: as one item while post_connect is fast, else
-        one item per job so that a slow target delays no other job."""
-        if self.post_connect_timing.fast:
+        """Give started jobs to the completers: as one item while post_connect is fast or
+        overlaps (see ``post_connect_overlaps``), else one item per job so that a slow target
+        delays no other job."""
+        if self.post_connect_overlaps or self.post_connect_timing.fast:
             self.completers.submit(started)
         else:
             for entry in started:

@@ -38,10 +38,12 @@ _MBOX_SYSCTLS = {
     "net.ipv4.icmp_msgs_per_sec": 100000,
 }
 
-# Servers: TFO for clients and servers (3), ECN accepted and requested, room for bursts.
+# Servers: TFO for clients and servers (3), ECN accepted and requested, the DSCP of a SYN
+# reflected into the answers (so a client sees which codepoint arrived), room for bursts.
 _SERVER_SYSCTLS = {
     "net.ipv4.tcp_fastopen": 3,
     "net.ipv4.tcp_ecn": 1,
+    "net.ipv4.tcp_reflect_tos": 1,
     "net.core.somaxconn": 8192,
     "net.ipv4.tcp_max_syn_backlog": 8192,
 }

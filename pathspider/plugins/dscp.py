@@ -113,6 +113,9 @@ def conditions(baseline, experiment):
 class DSCP(SynchronizedSpider, PluggableSpider):
     """A/B test of DiffServ marking: baseline unmarked, experiment marked with a codepoint."""
 
+    #: post_connect only waits for the reactor, which finishes every connection by itself.
+    post_connect_overlaps = True
+
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
         self.conn_timeout = getattr(args, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
@@ -121,7 +124,6 @@ class DSCP(SynchronizedSpider, PluggableSpider):
         self.codepoint = DEFAULT_CODEPOINT if codepoint is None else codepoint
         self.dscp = self.codepoint  # 1.0 attribute name
         tcpclient.raise_fd_limit()
-        reactor.batch_post_connects(self)
         self.system_state = sysstate.SystemState(track=True)
         self.table = self.system_state.nft_table(TABLE, table_definition(self.codepoint))
         self._marking = None

@@ -141,12 +141,14 @@ def conditions(baseline, experiment):
 class ECN(SynchronizedSpider, PluggableSpider):
     """A/B test of ECN negotiation: baseline without, experiment with an ECN-setup SYN."""
 
+    #: post_connect only waits for the reactor, which finishes every connection by itself.
+    post_connect_overlaps = True
+
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
         self.conn_timeout = getattr(args, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
         self.connect_mode = getattr(args, "connect", DEFAULT_CONNECT) or DEFAULT_CONNECT
         tcpclient.raise_fd_limit()
-        reactor.batch_post_connects(self)
         self.system_state = sysstate.SystemState(track=True)
         self.tcp_ecn = self.system_state.sysctl("net.ipv4.tcp_ecn")
         if getattr(args, "no_ecn_fallback", False):
