@@ -36,7 +36,6 @@ setup(
         "console_scripts": ["pathspider = pathspider.run:handle_args_wrapper"],
     },
     classifiers=[
-        "License :: OSI Approved :: GNU General Public License v2 or later (GPLv2+)",
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3.11",
         "Programming Language :: Python :: 3.12",
