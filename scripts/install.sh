@@ -27,5 +27,12 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]'
+log="$(mktemp)"
+if ! .venv/bin/python -m pip install -q -e '.[test]' >"$log" 2>&1; then
+  cat "$log" >&2
+  rm -f "$log"
+  echo "install.sh: installing pathspider into .venv failed (see above)" >&2
+  exit 1
+fi
+rm -f "$log"
 echo "install.sh: pathspider installed in $(pwd)/.venv (run .venv/bin/pathspider)" >&2
