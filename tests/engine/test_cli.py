@@ -226,3 +226,17 @@ def test_first_interrupt_finishes_started_jobs_and_exits_130(tmp_path):
     records = [json.loads(line) for line in out.splitlines()]
     assert 0 < len(records) < 400 and len(records) % 2 == 0
     assert "queued jobs were not started" in err
+
+
+@pytest.mark.root
+def test_no_permission_to_capture_is_one_clear_error():
+    """Without CAP_NET_RAW the Observer cannot open the interface: one line, status 1."""
+    env = dict(os.environ, PYTHONPATH=f".{os.pathsep}{REPO}")
+    proc = subprocess.run(["setpriv", "--bounding-set=-net_raw,-net_admin", "--"]
+                          + PATHSPIDER + ["-i", "lo", "example"],
+                          input="127.0.0.1,9,h,1\n", capture_output=True, text=True,
+                          env=env, cwd=EXAMPLE, timeout=60)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "permission denied" in errors[0]
+    assert "Traceback" not in proc.stderr
