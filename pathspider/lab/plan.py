@@ -13,8 +13,15 @@ Topology (three namespaces ``<name>-client``, ``<name>-mbox``, ``<name>-server``
 Targets: one IPv4 /24 and one IPv6 /64 per impairment class, carved from ``TARGETS_V4`` and
 ``TARGETS_V6`` and answered by the server namespace through AnyIP local routes. Host number
 ``n`` (1..254) of class ``c`` is ``t<n>.<c>.lab.test`` in the lab DNS; its IPv4 address ends
-in ``.n`` and its IPv6 address in ``::n`` (the same digits, so t17 is 198.18.66.17 and
-2001:db8:100:2::17).
+in ``.n`` and its IPv6 address in ``::n`` (the same digits, so t17 of the third class is
+198.18.66.17 and 2001:db8:100:2000::17).
+
+The i-th class's IPv6 /64 is ``2001:db8:100:<i>000::/64``, not the i-th /64: Linux keeps TCP
+Fast Open cookies in a hash table keyed by the XOR of an address's four 32-bit words, and
+evicts entries from a bucket that holds more than five. With the class number in the same bits
+as the host number, the targets of different classes would pile into the same buckets and
+lose their cookies; with the class number in the top four bits of its group they never share
+a bucket.
 """
 import ipaddress
 from collections import namedtuple
@@ -81,12 +88,17 @@ _CLASSES = [
 ]
 
 
+def _class_net6(index):
+    """The IPv6 /64 of the class with this index: ``2001:db8:100:<index>000::/64``."""
+    base = int(TARGETS_V6.network_address) + ((index << 12) << 64)
+    return ipaddress.ip_network((base, 64))
+
+
 def _build_classes():
-    """Give the i-th class the i-th /24 and the i-th /64 of the target space."""
+    """Give the i-th class the i-th /24 and the /64 ``2001:db8:100:<i>000::`` (see above)."""
     nets4 = TARGETS_V4.subnets(new_prefix=24)
-    nets6 = TARGETS_V6.subnets(new_prefix=64)
-    return {name: ImpairmentClass(name, next(nets4), next(nets6), desc)
-            for name, desc in _CLASSES}
+    return {name: ImpairmentClass(name, next(nets4), _class_net6(index), desc)
+            for index, (name, desc) in enumerate(_CLASSES)}
 
 
 #: Impairment classes by name, in plan order.

@@ -46,9 +46,9 @@ def test_targets_csv_and_ndjson(tmp_path):
     assert done.returncode == 0
     rows = list(csv.reader(io.StringIO(done.stdout)))
     assert rows == [["2001:db8:100::1", "80", "t1.clean.lab.test", "1"],
-                    ["2001:db8:100:5::1", "80", "t1.tfo-strip.lab.test", "2"],
+                    ["2001:db8:100:5000::1", "80", "t1.tfo-strip.lab.test", "2"],
                     ["2001:db8:100::2", "80", "t2.clean.lab.test", "3"],
-                    ["2001:db8:100:5::2", "80", "t2.tfo-strip.lab.test", "4"]]
+                    ["2001:db8:100:5000::2", "80", "t2.tfo-strip.lab.test", "4"]]
     out = tmp_path / "t.ndjson"
     done = run_cli("targets", "--count", "3", "--port", "53", "--format", "ndjson", "-o", str(out))
     assert done.returncode == 0 and done.stdout == ""

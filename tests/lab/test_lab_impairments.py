@@ -327,7 +327,7 @@ def test_dns_answers_lab_names(lab, server, tcp):
         return resp.rcode(), probe.dns_addresses(resp)
     assert lab.call_in_client(ask, "t17.ecn-syn-drop.lab.test", "A") == (0, ["198.18.66.17"])
     assert lab.call_in_client(ask, "t17.ecn-syn-drop.lab.test", "AAAA") == \
-        (0, ["2001:db8:100:2::17"])
+        (0, ["2001:db8:100:2000::17"])
     assert lab.call_in_client(ask, "nosuch.lab.test", "A") == (3, [])      # NXDOMAIN
     assert lab.call_in_client(ask, "example.com", "A") == (5, [])          # REFUSED
 

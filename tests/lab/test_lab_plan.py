@@ -51,8 +51,8 @@ def test_classes_have_the_agreed_names_and_disjoint_subnets_inside_the_target_sp
 
 def test_target_addresses_use_the_host_number_in_both_families():
     assert str(plan.target_address("ecn-syn-drop", 17, 4)) == "198.18.66.17"
-    assert str(plan.target_address("ecn-syn-drop", 17, 6)) == "2001:db8:100:2::17"
-    assert plan.class_of("2001:db8:100:2::17") == "ecn-syn-drop"
+    assert str(plan.target_address("ecn-syn-drop", 17, 6)) == "2001:db8:100:2000::17"
+    assert plan.class_of("2001:db8:100:2000::17") == "ecn-syn-drop"
     assert plan.class_of(plan.target_address("mss-rewrite", 254, 4)) == "mss-rewrite"
     assert plan.class_of(plan.DNS_V4) is None
     with pytest.raises(ValueError):
@@ -61,7 +61,7 @@ def test_target_addresses_use_the_host_number_in_both_families():
 
 @pytest.mark.parametrize("qname, family, expect", [
     ("t17.ecn-syn-drop.lab.test.", 4, (names.OK, ["198.18.66.17"])),
-    ("T17.ECN-SYN-DROP.lab.test", 6, (names.OK, ["2001:db8:100:2::17"])),
+    ("T17.ECN-SYN-DROP.lab.test", 6, (names.OK, ["2001:db8:100:2000::17"])),
     ("ecn-bleach.lab.test", 4, (names.OK, ["198.18.67.1"])),
     ("www.lab.test", 6, (names.OK, ["2001:db8:100::1"])),
     ("lab.test", 4, (names.OK, ["198.18.64.1"])),
@@ -85,7 +85,7 @@ def test_targets_cycle_over_classes_and_families_with_resolvable_names():
         ["198.18.64.1", 8080, "t1.clean.lab.test", 1],
         ["2001:db8:100::1", 8080, "t1.clean.lab.test", 2],
         ["198.18.66.1", 8080, "t1.ecn-syn-drop.lab.test", 3],
-        ["2001:db8:100:2::1", 8080, "t1.ecn-syn-drop.lab.test", 4]]
+        ["2001:db8:100:2000::1", 8080, "t1.ecn-syn-drop.lab.test", 4]]
     assert rows[4][0] == "198.18.64.2" and rows[5][3] == 6
     for ip, _, host, _ in targets.make_targets(200, None, "both"):
         family = ipaddress.ip_address(ip).version
@@ -123,7 +123,7 @@ def test_ruleset_has_one_counted_rule_per_class_family_direction():
     assert {c.split()[0] for c in comments} == set(plan.CLASS_NAMES)
     assert "ip daddr 198.18.66.0/24 tcp flags & (syn|ack|ecn|cwr) == (syn|ecn|cwr) counter drop" \
         in text
-    assert "ip6 saddr 2001:db8:100:3::/64 ip6 ecn set not-ect counter" in text
+    assert "ip6 saddr 2001:db8:100:3000::/64 ip6 ecn set not-ect counter" in text
     assert "reset tcp option fastopen reset tcp option 254" in text
     assert "ip frag-off & 0x8000 != 0 counter drop" in text
     assert f"tcp option maxseg size set {plan.REWRITTEN_MSS}" in text
@@ -138,7 +138,7 @@ def _ask(qname, rdtype):
 def test_dns_answers():
     resp = _ask("t5.udp-zero-drop.lab.test", "AAAA")
     assert resp.rcode() == dns.rcode.NOERROR
-    assert [r.address for r in resp.answer[0]] == ["2001:db8:100:9::5"]
+    assert [r.address for r in resp.answer[0]] == ["2001:db8:100:9000::5"]
     both = _ask("t5.clean.lab.test", "ANY")
     assert {rr.rdtype for rr in both.answer} == {dns.rdatatype.A, dns.rdatatype.AAAA}
     assert _ask("nope.lab.test", "A").rcode() == dns.rcode.NXDOMAIN
@@ -187,3 +187,17 @@ def test_tcp_option_parser_stops_on_bad_lengths():
     assert packets.tcp_options(b"\x01\x02\x04\x05\xb4\x00") == [(2, b"\x05\xb4")]
     assert packets.tcp_options(b"\x02\x00\x05\xb4") == []
     assert packets.tcp_options(b"\x22\x09\x00") == []
+
+
+def test_ipv6_targets_never_share_a_tfo_cookie_cache_bucket():
+    """Linux hashes IPv6 addresses for its TFO cookie cache by XOR-ing the four 32-bit words
+    and evicts from buckets with more than five entries: every lab target must hash apart."""
+    import ipaddress
+
+    def word_xor(address):
+        value = int(ipaddress.ip_address(address))
+        return (value >> 96) ^ (value >> 64) ^ (value >> 32) ^ value & 0xFFFFFFFF
+
+    hashes = [word_xor(plan.target_address(cls, host, 6))
+              for cls in plan.CLASS_NAMES for host in plan.HOSTS]
+    assert len(set(h & 0xFFFFFFFF for h in hashes)) == len(hashes)

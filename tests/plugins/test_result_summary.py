@@ -31,7 +31,7 @@ def test_missing_experiment_is_none():
 def test_ecn_summary_per_lab_class():
     clean = "198.18.64.7"                      # first /24 of the lab plan: clean
     syndrop = "198.18.66.7"                    # third: ecn-syn-drop
-    bleach = "2001:db8:100:3::7"               # fourth /64: ecn-bleach
+    bleach = "2001:db8:100:3000::7"               # ecn-bleach's /64
     records = [
         rec(clean, 0), rec(clean, 1),
         rec(syndrop, 0), rec(syndrop, 1, ecn_fallback=True, rev_syn_flags=0x12, rev_ez=False),
