@@ -68,14 +68,16 @@ CHAIN_NAMES = ("new_flow", "ip4", "ip6", "icmp4", "icmp6", "tcp", "udp", "l4")
 
 _MAX_LOGGED_ERRORS = 10
 
-# Fast-path field readers (process): ethertype or nothing, then the IPv4 version/IHL byte,
-# TOS, total length, flags+fragment offset, protocol, and the TCP data-offset and flag bytes
-# (garbage for UDP, unused); for IPv6 version byte, the next byte, payload length, next
-# header, and the same two TCP bytes after a 40-byte header.
-_ETH4 = struct.Struct("!12xHBBH2xHxB22xBB").unpack_from          # 48 bytes
-_ETH6 = struct.Struct("!12xHBB2xHB45xBB").unpack_from            # 68 bytes
-_HDR4 = struct.Struct("!BBH2xHxB22xBB").unpack_from              # 34 bytes
-_HDR6 = struct.Struct("!BB2xHB45xBB").unpack_from                # 54 bytes
+# Fast-path field readers (process). IPv4: the version/IHL and TOS bytes as one number, the
+# total length, the fragment field + TTL + protocol as one number (``& 0x3FFF00FF`` is the
+# protocol of an unfragmented packet, 0x3FFF0000 set for a fragment), and the TCP data offset
+# + flags bytes (garbage for UDP, unused). IPv6: the first 32 bits (version, traffic class,
+# flow label), the payload length, the next header and the same two TCP bytes after a 40-byte
+# header. The Ethernet forms read the ethertype first.
+_ETH4 = struct.Struct("!12xHHH2xI22xH").unpack_from              # 48 bytes
+_ETH6 = struct.Struct("!12xHIHB45xH").unpack_from                # 68 bytes
+_HDR4 = struct.Struct("!HH2xI22xH").unpack_from                  # 34 bytes
+_HDR6 = struct.Struct("!IHB45xH").unpack_from                    # 54 bytes
 
 
 def compose_chains(ip_fns, l4_fns):
@@ -106,6 +108,75 @@ def compose_new_flow(fns):
     return env["keep"]
 
 
+#: The fields the fast path hands to compiled runners (see :mod:`pathspider.observer.fastpath`).
+_RUNNER_ARGS = "rec, rev, ip, l4, size, tc, flags"
+
+class Runner:
+    """A compiled chain: ``run(rec, rev, ip, l4, size, tc, flags)`` and what it needs.
+
+    ``views`` is False when every function was inlined, so the header views need not be
+    filled in for the call.
+    """
+
+    __slots__ = ("run", "views", "source")
+
+    def __init__(self, run, views, source):
+        self.run = run
+        self.views = views
+        self.source = source
+
+
+def compile_runner(ip_fns, l4_fns, l4_fields=(), inline=True):
+    """Compile two chains into one :class:`Runner` for the fast path.
+
+    The IP functions run first (``fn(rec, ip, rev)``), then the transport functions
+    (``fn(rec, l4, rev)``); the first falsy result makes ``run`` return a falsy value and
+    nothing after it runs (1.0's short-circuit, as :func:`compose_chains`). A function with a
+    :class:`~pathspider.observer.fastpath.FastPath` form whose names are all available is
+    pasted inline (``size`` and ``tc`` everywhere, ``l4_fields`` for the transport chain);
+    the others are called. Returns None for two empty chains.
+    """
+    if not ip_fns and not l4_fns:
+        return None
+    linemap = {}                        # line -> function, to name an inlined one that raised
+    env = {"__chain_lines__": linemap}
+    lines = ["def run(%s):" % _RUNNER_ARGS]
+    views = False
+    steps = [("ip", fn, ("size", "tc")) for fn in ip_fns]
+    steps += [("l4", fn, ("size", "tc") + tuple(l4_fields)) for fn in l4_fns]
+    for i, (arg, fn, available) in enumerate(steps):
+        form = getattr(fn, "fast_path", None) if inline else None
+        if form is not None and not (form.uses <= set(available) and _merge_env(env, form.env)):
+            form = None
+        if form is None:
+            env["fn_%d" % i] = fn
+            result = "fn_%d(rec, %s, rev)" % (i, arg)
+            views = True
+            body = []
+        else:
+            result = form.result
+            body = form.code.splitlines()
+        if i == len(steps) - 1:
+            body.append("return " + result)
+        elif result != "True":
+            body += ["if not (%s):" % result, "    return False"]
+        for line in body:
+            lines.append("    " + line)
+            linemap[len(lines)] = fn
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, "<composed chain>", "exec"), env)
+    return Runner(env["run"], views, source)
+
+
+def _merge_env(env, extra):
+    """Add a form's names to the runner's globals; False if one clashes with another value."""
+    for name, value in extra.items():
+        if name in env and env[name] is not value:
+            return False
+    env.update(extra)
+    return True
+
+
 class Flow:
     """Table entry: the record plus the state that must never leak into it."""
 
@@ -121,12 +192,19 @@ class Flow:
         self.expires = None     # bin at which a completed flow is emitted
 
 
-def reverse_key(key):
+_SWAP4 = struct.Struct("!4s4sHH")       # IPv4 5-tuple key: addresses and ports
+_SWAP6 = struct.Struct("!16s16sHH")     # IPv6 5-tuple key
+
+
+def reverse_key(key, _u4=_SWAP4.unpack, _p4=_SWAP4.pack, _u6=_SWAP6.unpack, _p6=_SWAP6.pack):
     """The key of the opposite direction: swap addresses (and ports for 5-tuple keys)."""
     n = len(key)
-    if n == 12 or n == 36:              # 2 addresses + 2 ports
-        a = (n - 4) >> 1
-        return key[a:2 * a] + key[:a] + key[n - 2:] + key[n - 4:n - 2]
+    if n == 12:
+        src, dst, sp, dp = _u4(key)
+        return _p4(dst, src, dp, sp)
+    if n == 36:
+        src, dst, sp, dp = _u6(key)
+        return _p6(dst, src, dp, sp)
     a = n >> 1                          # 3-tuple: 2 addresses (protocol = the table)
     return key[a:] + key[:a]
 
@@ -167,7 +245,7 @@ class FlowTable:
     from :attr:`emitted` (a list the caller may swap out) and call :meth:`flush` at the end.
     """
 
-    def __init__(self, linktype, chains, idle_timeout=30, expiry_timeout=5):
+    def __init__(self, linktype, chains, idle_timeout=30, expiry_timeout=5, inline=True):
         self.link = dissector.link_offset(linktype)
         self.linktype = linktype
         c = {name: tuple(chains.get(name, ())) for name in CHAIN_NAMES}
@@ -179,12 +257,14 @@ class FlowTable:
         self.tcp_chain = c["tcp"]
         self.udp_chain = c["udp"]
         self.l4_chain = c["l4"]
-        # one composed function per packet instead of loops over the chains
+        # one compiled function per packet instead of loops over the chains
         self._keep = compose_new_flow(self.new_flow_chain)
-        self._runners = (compose_chains(self.ip4_chain, self.tcp_chain),
-                         compose_chains(self.ip4_chain, self.udp_chain),
-                         compose_chains(self.ip6_chain, self.tcp_chain),
-                         compose_chains(self.ip6_chain, self.udp_chain))
+        self.runners = (compile_runner(self.ip4_chain, self.tcp_chain, ("flags",), inline),
+                        compile_runner(self.ip4_chain, self.udp_chain, (), inline),
+                        compile_runner(self.ip6_chain, self.tcp_chain, ("flags",), inline),
+                        compile_runner(self.ip6_chain, self.udp_chain, (), inline))
+        # fill the reused header views for every packet, or only for new flows?
+        self._views = any(r is not None and r.views for r in self.runners)
         self.idle_timeout = idle_timeout
         self.expiry_timeout = expiry_timeout
         self.tabs = [dict() for _ in range(256)]     # one table per IP protocol number
@@ -312,10 +392,12 @@ class FlowTable:
 
         The common case (IPv4 without options or IPv6 without extension headers, carrying a
         complete TCP or UDP header, not fragmented) is handled inline here: one ``struct`` call
-        reads the fields it needs, and the header views handed to the chains are reused from
-        packet to packet. Everything else (ICMP, fragments, other protocols, VLAN tags,
-        anything short or malformed) goes through :meth:`_slow_packet`, which applies the same
-        rules with freshly parsed views. Both paths are covered by the same tests.
+        reads the fields it needs, one dict lookup finds the flow, the header views handed to
+        the chains are reused from packet to packet (and only filled in when a chain function
+        that was not inlined needs them), and the compiled runner (:func:`compile_runner`)
+        runs the per-packet chains. Everything else (ICMP, fragments, other protocols, VLAN
+        tags, anything short or malformed) goes through :meth:`_slow_packet`, which applies
+        the same rules with freshly parsed views. Both paths are covered by the same tests.
         """
         ct = self.ct
         base = ct.packets
@@ -327,7 +409,8 @@ class FlowTable:
         tcptab, udptab = tabs[6], tabs[17]
         new_flow = self._new_flow
         complete = self._complete
-        run4t, run4u, run6t, run6u = self._runners
+        r4t, r4u, r6t, r6u = (r and r.run for r in self.runners)
+        views = self._views
         v4t, v4u, v6t, v6u = self._v4t, self._v4u, self._v6t, self._v6u
         tcpv, udpv = self._tcpv, self._udpv
         for v in (v4t, v4u, v6t, v6u, tcpv, udpv):
@@ -343,117 +426,108 @@ class FlowTable:
             end = off + caplen
             # ---- link layer and the fixed IP/transport fields, in one struct call
             if eth:
+                ipoff = off + 14
                 e0 = pkts[off + 12] if caplen > 14 else 0
                 if e0 == 8 and caplen >= 48:
-                    etype, vb, tc, size, frag, proto, doff, flags = eth4(pkts, off)
-                    v4 = True if etype == 0x0800 else None
+                    etype, vt, size, w2, dfl = eth4(pkts, off)
+                    version = 4 if etype == 0x0800 else 0
                 elif e0 == 0x86 and caplen >= 68:
-                    etype, vb, tc, size, proto, doff, flags = eth6(pkts, off)
-                    v4 = False if etype == 0x86DD else None
+                    etype, w1, size, nh, dfl = eth6(pkts, off)
+                    version = 6 if etype == 0x86DD else 0
                 else:
-                    v4 = None
-                ipoff = off + 14
+                    version = 0
             else:
                 try:
                     ipoff = link(pkts, off, end)
                 except DissectError:
-                    v4 = None
+                    version = 0
                 else:
-                    left = end - ipoff
-                    if left >= 34 and pkts[ipoff] == 0x45:
-                        vb, tc, size, frag, proto, doff, flags = hdr4(pkts, ipoff)
-                        v4 = True
-                    elif left >= 54 and pkts[ipoff] >> 4 == 6:
-                        vb, tc, size, proto, doff, flags = hdr6(pkts, ipoff)
-                        v4 = False
+                    b0 = pkts[ipoff] if ipoff < end else 0
+                    if b0 == 0x45 and end - ipoff >= 34:
+                        vt, size, w2, dfl = hdr4(pkts, ipoff)
+                        version = 4
+                    elif b0 >> 4 == 6 and end - ipoff >= 54:
+                        w1, size, nh, dfl = hdr6(pkts, ipoff)
+                        version = 6
                     else:
-                        v4 = None
-            # ---- only the plain cases stay here
-            if v4:
-                if vb != 0x45 or frag & 0x3FFF:
-                    v4 = None
-                else:
+                        version = 0
+            # ---- only the plain cases stay here: (l4, ipend) bound a complete header
+            if version == 4:
+                version = 0
+                if vt >> 8 == 0x45:
                     l4 = ipoff + 20
                     ipend = ipoff + size
                     if ipend > end:
                         ipend = end
-                    if proto == 6:
-                        if size < 40 or doff < 0x50 or l4 + ((doff >> 4) << 2) > ipend:
-                            v4 = None
-                        else:
-                            key = pkts[ipoff + 12:ipoff + 24]
-                            tab = tcptab
-                            ip = v4t
-                    elif proto == 17 and size >= 28 and l4 + 8 <= ipend:
-                        key = pkts[ipoff + 12:ipoff + 24]
-                        tab = udptab
-                        ip = v4u
-                    else:
-                        v4 = None
-                    if v4:
-                        ip.traffic_class = tc
-            elif v4 is not None:                # IPv6: ``size`` read the payload length
-                l4 = ipoff + 40
-                ipend = l4 + size
-                if ipend > end:
-                    ipend = end
-                if vb >> 4 != 6:
-                    v4 = None
-                elif proto == 6:
-                    if size < 20 or doff < 0x50 or l4 + ((doff >> 4) << 2) > ipend:
-                        v4 = None
-                    else:
-                        key = pkts[ipoff + 8:ipoff + 40] + pkts[l4:l4 + 4]
-                        tab = tcptab
-                        ip = v6t
-                elif proto == 17 and size >= 8 and l4 + 8 <= ipend:
-                    key = pkts[ipoff + 8:ipoff + 40] + pkts[l4:l4 + 4]
-                    tab = udptab
-                    ip = v6u
-                else:
-                    v4 = None
-                if v4 is not None:
+                    p = w2 & 0x3FFF00FF             # the protocol, if not a fragment
+                    if p == 6:
+                        if dfl >= 0x5000 and l4 + ((dfl >> 12) << 2) <= ipend:
+                            version = 4
+                            tab, ip, tv, run = tcptab, v4t, tcpv, r4t
+                            flags = dfl & 0x0FFF
+                    elif p == 17 and l4 + 8 <= ipend:
+                        version = 4
+                        tab, ip, tv, run = udptab, v4u, udpv, r4u
+                        flags = 0
+                    tc = vt & 0xFF
+                    key = pkts[ipoff + 12:ipoff + 24]
+            elif version == 6:
+                version = 0
+                if w1 >> 28 == 6:
+                    l4 = ipoff + 40
+                    ipend = l4 + size
+                    if ipend > end:
+                        ipend = end
+                    if nh == 6:
+                        if dfl >= 0x5000 and l4 + ((dfl >> 12) << 2) <= ipend:
+                            version = 6
+                            tab, ip, tv, run = tcptab, v6t, tcpv, r6t
+                            flags = dfl & 0x0FFF
+                    elif nh == 17 and l4 + 8 <= ipend:
+                        version = 6
+                        tab, ip, tv, run = udptab, v6u, udpv, r6u
+                        flags = 0
                     size += 40
-                    ip.traffic_class = ((vb & 0x0F) << 4) | (tc >> 4)
-            if v4 is None:
+                    tc = (w1 >> 20) & 0xFF
+                    key = pkts[ipoff + 8:ipoff + 44]
+            if not version:
                 ct.packets = base + npk
                 slow(pkts, off, end, ts)
                 next_tick = self.next_tick
                 continue
-            # ---- the reused views (valid during this packet's chain calls only)
-            ip.off = ipoff
-            ip.end = ipend
-            ip.l4 = l4
-            ip.seconds = ts
-            ip.capend = end
-            ip.size = size
-            if proto == 6:
-                tv = tcpv
-                tv.flags = ((doff & 0x0F) << 8) | flags
-                run = run4t if v4 else run6t
-            else:
-                tv = udpv
-                run = run4u if v4 else run6u
-            tv.off = l4
-            tv.end = ipend
             # ---- flow lookup: one dict lookup, the entry says the direction
             v = tab.get(key)
-            if v is None:
-                ct.packets = base + npk
-                rec = new_flow(ip, ts, tab, key, False)
-                next_tick = self.next_tick
-                if rec is None:
-                    continue
-                rev = False
-            else:
+            if v is None or views:
+                # the reused views (valid during this packet's chain calls only)
+                ip.off = ipoff
+                ip.end = ipend
+                ip.l4 = l4
+                ip.seconds = ts
+                ip.capend = end
+                ip.size = size
+                ip.traffic_class = tc
+                tv.off = l4
+                tv.end = ipend
+                if tv is tcpv:
+                    tv.flags = flags
+                if v is None:
+                    ct.packets = base + npk
+                    rec = new_flow(ip, ts, tab, key, False)
+                    next_tick = self.next_tick
+                    if rec is None:
+                        continue
+                    rev = False
+            if v is not None:
                 rec, rev, flow = v
                 if rec is None:             # vetoed flow
                     flow.rec["last"] = ts
                     continue
             rec["last"] = ts
+            if run is None:
+                continue
             # ---- chains: the first falsy return stops this packet and completes the flow
             try:
-                if run(rec, ip, tv, rev):
+                if run(rec, rev, ip, tv, size, tc, flags):
                     continue
             except Exception as err:            # a chain bug must not stop the observer
                 ct.packets = base + npk
@@ -632,10 +706,6 @@ class FlowTable:
         Returns the new record, or None if the flow was vetoed or a new_flow function raised.
         """
         rec = {"first": ts}
-        if quoted:                          # the ICMP error's direction is the forward one
-            fkey, rkey = reverse_key(key), key
-        else:
-            fkey, rkey = key, reverse_key(key)
         seq = self._seq = self._seq + 1
         try:
             keep = self._keep(rec, ip)
@@ -643,6 +713,10 @@ class FlowTable:
             self.ct.chain_errors += 1
             self._log_error("in a new_flow chain function", err)
             return None
+        if quoted:                          # the ICMP error's direction is the forward one
+            fkey, rkey = reverse_key(key), key
+        else:
+            fkey, rkey = key, reverse_key(key)
         if keep:
             flow = Flow(rec, ACTIVE, tab, fkey, rkey, seq)
             self.ct.flows += 1
@@ -702,10 +776,22 @@ class FlowTable:
 
 
 def _culprit(err):
-    """`` fn (file:line)`` of the chain function an exception came from, if it is visible."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__)
-              if not f.filename.startswith("<composed") and f.filename != __file__]
-    if not frames:
-        return ""
-    f = frames[0]
-    return " %s (%s:%d)" % (f.name, os.path.basename(f.filename), f.lineno)
+    """`` fn (file:line)`` of the chain function an exception came from, if it is visible.
+
+    A function inlined into a compiled runner has no frame of its own: the runner's line
+    number says which one it was (its definition is named then).
+    """
+    tb = traceback.extract_tb(err.__traceback__)
+    frames = [f for f in tb if not f.filename.startswith("<composed") and f.filename != __file__]
+    if frames:
+        f = frames[0]
+        return " %s (%s:%d)" % (f.name, os.path.basename(f.filename), f.lineno)
+    t = err.__traceback__
+    while t is not None:
+        fn = t.tb_frame.f_globals.get("__chain_lines__", {}).get(t.tb_lineno)
+        if fn is not None:
+            code = fn.__code__
+            return " %s (%s:%d, inlined)" % (fn.__name__, os.path.basename(code.co_filename),
+                                            code.co_firstlineno)
+        t = t.tb_next
+    return ""

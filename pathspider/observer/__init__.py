@@ -31,6 +31,7 @@ import queue as _queue
 import time
 
 from pathspider.flowtable import FlowTable
+from pathspider.observer.fastpath import fast_path
 from pathspider.packetsource import PacketSource, PacketSourceError
 
 __all__ = ["Observer", "PacketSourceError", "basic_flow", "basic_count", "extract_ports",
@@ -237,6 +238,14 @@ def basic_flow(rec, ip):
     return True
 
 
+@fast_path(uses=("size",), code="""
+    if rev:
+        rec["pkt_rev"] += 1
+        rec["oct_rev"] += size
+    else:
+        rec["pkt_fwd"] += 1
+        rec["oct_fwd"] += size
+""")
 def basic_count(rec, ip, rev):
     """ip4/ip6 chain: count packets and IP-layer octets (``ip.size``) per direction."""
     if rev:

@@ -28,6 +28,7 @@ Fixes against the reference implementations:
   own ECN bits recorded as if the remote host had sent them. ICMP error messages are skipped
   here: their IP header belongs to the router that sent them.
 """
+from pathspider.observer.fastpath import fast_path
 from pathspider.observer.icmp import is_icmp_error
 from pathspider.observer.tcp import TCP_SYN, tcp_payload_len
 
@@ -66,6 +67,11 @@ def ecn_setup(rec, ip):
     return True
 
 
+# (fast path: only TCP and UDP packets, never an ICMP error)
+@fast_path(uses=("tc",), env={"ECN_KEYS_10": _KEYS_10}, code="""
+    if tc & 3:
+        rec[ECN_KEYS_10[rev][tc & 3]] = True
+""")
 def ecn_code(rec, ip, rev):
     """ip4/ip6: record the packet's ECN codepoint in its direction (1.0 fields)."""
     code = ip.traffic_class & 3

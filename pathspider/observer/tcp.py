@@ -31,6 +31,8 @@ offset), never from the captured bytes, so Ethernet padding on short frames is n
 data (2.0's DSCP chain misclassified padded control segments this way).
 """
 
+from pathspider.observer.fastpath import fast_path
+
 TCP_CWR = 0x80
 TCP_ECE = 0x40
 TCP_URG = 0x20
@@ -76,6 +78,15 @@ def tcp_setup(rec, ip):
     return True
 
 
+@fast_path(uses=("flags",), env={"TCP_SYN": TCP_SYN, "TCP_ACK": TCP_ACK}, code="""
+    if not rec['tcp_connected']:
+        if flags & TCP_SYN:
+            rec['rev_syn_flags' if rev else 'fwd_syn_flags'] = flags
+        elif flags & TCP_ACK and not rev and rec['fwd_syn_flags'] is not None:
+            tcp_handshake_rs = rec['rev_syn_flags']
+            if tcp_handshake_rs is not None and tcp_handshake_rs & TCP_ACK:
+                rec['tcp_connected'] = True
+""")
 def tcp_handshake(rec, tcp, rev):
     """tcp: record SYN flags per direction and notice the completed three-way handshake."""
     if rec['tcp_connected']:
@@ -90,6 +101,14 @@ def tcp_handshake(rec, tcp, rev):
     return True
 
 
+@fast_path(uses=("flags",), env={"TCP_FIN": TCP_FIN, "TCP_RST": TCP_RST,
+                                 "TCP_FIN_RST": TCP_FIN | TCP_RST}, code="""
+    if flags & TCP_FIN_RST:
+        if flags & TCP_FIN:
+            rec['rev_fin' if rev else 'fwd_fin'] = True
+        if flags & TCP_RST:
+            rec['rev_rst' if rev else 'fwd_rst'] = True
+""", result="not (rec['fwd_rst'] or rec['rev_rst'] or (rec['fwd_fin'] and rec['rev_fin']))")
 def tcp_complete(rec, tcp, rev):
     """tcp: record FIN and RST per direction; False (complete) after FIN+FIN or any RST."""
     flags = tcp.flags

@@ -1,0 +1,64 @@
+"""Inline forms of chain functions, for the Observer's fast path.
+
+The Observer calls chain functions as ``fn(rec, header, rev)`` (the 1.0 API). For the common
+packets (plain TCP and UDP over IPv4 without options or fragmentation and IPv6 without
+extension headers) the flow table compiles the per-packet chains into one function
+(:func:`pathspider.flowtable.compile_runner`), and a library function that carries a
+:class:`FastPath` form is pasted into it as statements instead of being called: a Python call
+and the header view attribute reads cost more than most chain bodies.
+
+A form is written over these local names, nothing else:
+
+``rec``, ``rev``
+    the flow record and the direction, as passed to the function;
+``size``
+    ``ip.size`` (IP length from the header);
+``tc``
+    ``ip.traffic_class``;
+``flags``
+    ``tcp.flags`` (12 bits); only in the TCP chain, so a form that uses it is inlined only
+    there (and called normally anywhere else).
+
+``code`` is a block of statements (may be empty), ``result`` an expression for the function's
+return value, evaluated after ``code``. Names the form needs from its module go in ``env``; its
+own temporaries must start with the function's name (``tcp_handshake_rs``) so that forms
+pasted one after the other never share a variable. The form must do exactly what the function
+does for such a packet, in the same order (the same record writes, the same exceptions): the
+tests run every form against its function (``tests/observer_core``).
+"""
+
+import textwrap
+
+__all__ = ["FastPath", "fast_path", "FAST_NAMES"]
+
+#: Names a form may read, and the chain lists where each is available.
+FAST_NAMES = ("rec", "rev", "size", "tc", "flags")
+
+
+class FastPath:
+    """The inline form of one chain function (see the module docstring)."""
+
+    __slots__ = ("code", "result", "uses", "env")
+
+    def __init__(self, code="", result="True", uses=(), env=None):
+        self.code = textwrap.dedent(code).strip("\n")
+        self.result = result
+        self.uses = frozenset(uses)
+        self.env = dict(env or {})
+
+    def __repr__(self):
+        return "FastPath(uses=%s, result=%r)" % (sorted(self.uses), self.result)
+
+
+def fast_path(code="", result="True", uses=(), env=None):
+    """Decorator: attach a :class:`FastPath` form to a chain function (``fn.fast_path``).
+
+    ``uses`` lists the field names of :data:`FAST_NAMES` beyond ``rec`` and ``rev`` that the
+    form reads; the flow table inlines it only where all of them are available.
+    """
+    form = FastPath(code, result, uses, env)
+
+    def attach(fn):
+        fn.fast_path = form
+        return fn
+    return attach
