@@ -29,13 +29,14 @@ import collections
 import logging
 
 from pathspider import sysstate
-from pathspider.base import NO_FLOW, Conn, PluggableSpider, SynchronizedSpider
+from pathspider.base import Conn, PluggableSpider, SynchronizedSpider
 from pathspider.observer import Observer, basic_count, basic_flow
 from pathspider.observer.dscp import dscp_extract, dscp_setup  # noqa: F401  (1.0 location)
 from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
 from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
 from pathspider.spider import utc_now_text
 from pathspider.util import reactor, tcpclient
+from pathspider.util.pluginkit import add_timeout_option, merged_record
 from pathspider.util.tcpclient import job_host, job_rank
 
 log = logging.getLogger("pathspider.plugins.dscp")
@@ -56,6 +57,10 @@ SpiderRecord = collections.namedtuple(
     ["ip", "rport", "port", "host", "config", "connstate",
      "rank", "tstart", "tstop", "spdr_state", "sip", "http_status", "codepoint"],
     defaults=(None,) * 7)
+
+#: Result fields each record carries (besides the flow's).
+RESULT_FIELDS = ("connstate", "config", "host", "rank", "tstart", "tstop", "spdr_state",
+                 "http_status", "codepoint")
 
 
 def table_definition(codepoint):
@@ -174,21 +179,7 @@ class DSCP(SynchronizedSpider, PluggableSpider):
 
     def merge(self, flow, res):
         """1.0's merge, plus ``sip``, ``rank``, times and the codepoint applied."""
-        if flow == NO_FLOW:
-            flow = {"sip": res.sip, "dip": res.ip, "sp": res.port, "dp": res.rport,
-                    "observed": False}
-        else:
-            flow["observed"] = True
-        flow["connstate"] = res.connstate
-        flow["config"] = res.config
-        flow["host"] = res.host
-        flow["rank"] = res.rank
-        flow["tstart"] = res.tstart
-        flow["tstop"] = res.tstop
-        flow["spdr_state"] = res.spdr_state
-        flow["http_status"] = res.http_status
-        flow["codepoint"] = res.codepoint
-        self.outqueue.put(flow)
+        self.outqueue.put(merged_record(flow, res, RESULT_FIELDS))
 
     @staticmethod
     def register_args(subparsers):
@@ -201,9 +192,7 @@ class DSCP(SynchronizedSpider, PluggableSpider):
         parser.add_argument("--codepoint", "-c", type=_codepoint, default=DEFAULT_CODEPOINT,
                             help="DSCP value 0-63 for the experiment (default %(default)s, "
                                  "CS6; 46 is EF)")
-        parser.add_argument("--timeout", "-t", type=_positive_float, default=DEFAULT_TIMEOUT,
-                            help="seconds to wait for a connection (and again for the HTTP "
-                                 "reply) (default %(default)s)")
+        add_timeout_option(parser, DEFAULT_TIMEOUT)
         parser.add_argument("--connect", choices=["http", "tcp"], default=DEFAULT_CONNECT,
                             help="http: send GET / and read the reply (default); tcp: "
                                  "handshake only, as 1.0")
@@ -217,9 +206,3 @@ def _codepoint(text):
         raise ValueError(text)
     return value
 
-
-def _positive_float(text):
-    value = float(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value

@@ -28,7 +28,7 @@ import collections
 import logging
 
 from pathspider import sysstate
-from pathspider.base import NO_FLOW, Conn, PluggableSpider, SynchronizedSpider
+from pathspider.base import Conn, PluggableSpider, SynchronizedSpider
 from pathspider.observer import Observer, basic_count, basic_flow
 from pathspider.observer.ecn import ecn_code, ecn_setup  # noqa: F401  (1.0 location)
 from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
@@ -36,6 +36,7 @@ from pathspider.observer.tcp import (TCP_ACK, TCP_CWR, TCP_ECE, TCP_SAE, TCP_SAE
                                      tcp_complete, tcp_handshake, tcp_setup)
 from pathspider.spider import utc_now_text
 from pathspider.util import reactor, tcpclient
+from pathspider.util.pluginkit import add_timeout_option, merged_record
 from pathspider.util.tcpclient import job_host, job_rank
 
 log = logging.getLogger("pathspider.plugins.ecn")
@@ -55,6 +56,10 @@ SpiderRecord = collections.namedtuple(
     ["ip", "rport", "port", "rank", "host", "config", "connstate", "tstart", "tstop",
      "spdr_state", "sip", "http_status", "connect_time"],
     defaults=(None, None, None, None))
+
+#: Result fields each record carries (besides the flow's).
+RESULT_FIELDS = ("rank", "host", "connstate", "config", "tstart", "tstop", "spdr_state",
+                 "http_status", "connect_time")
 
 _ECN_SETUP = TCP_ECE | TCP_CWR
 
@@ -196,22 +201,9 @@ class ECN(SynchronizedSpider, PluggableSpider):
 
     def merge(self, flow, res):
         """1.0's merge, plus ``sip`` on unobserved records and the fallback evidence."""
-        if flow == NO_FLOW:
-            flow = {"sip": res.sip, "dip": res.ip, "sp": res.port, "dp": res.rport,
-                    "observed": False, "ecn_fallback": None}
-        else:
-            flow["observed"] = True
-            flow["ecn_fallback"] = fallback_seen(flow)
-        flow["rank"] = res.rank
-        flow["host"] = res.host
-        flow["connstate"] = res.connstate
-        flow["config"] = res.config
-        flow["tstart"] = res.tstart
-        flow["tstop"] = res.tstop
-        flow["spdr_state"] = res.spdr_state
-        flow["http_status"] = res.http_status
-        flow["connect_time"] = res.connect_time
-        self.outqueue.put(flow)
+        record = merged_record(flow, res, RESULT_FIELDS)
+        record["ecn_fallback"] = fallback_seen(record) if record["observed"] else None
+        self.outqueue.put(record)
 
     @staticmethod
     def register_args(subparsers):
@@ -221,9 +213,7 @@ class ECN(SynchronizedSpider, PluggableSpider):
             description="Connects to every target twice, without (net.ipv4.tcp_ecn=2) and "
                         "with (=1) asking for ECN, and records whether the connection "
                         "worked, whether ECN was negotiated and which ECN marks came back.")
-        parser.add_argument("--timeout", "-t", type=_positive_float, default=DEFAULT_TIMEOUT,
-                            help="seconds to wait for a connection (and again for the HTTP "
-                                 "reply) (default %(default)s)")
+        add_timeout_option(parser, DEFAULT_TIMEOUT)
         parser.add_argument("--connect", choices=["http", "tcp"], default=DEFAULT_CONNECT,
                             help="http: send GET / and read the reply, so ECN marks on data "
                                  "are seen (default); tcp: handshake only, as 1.0")
@@ -234,9 +224,3 @@ class ECN(SynchronizedSpider, PluggableSpider):
         parser.set_defaults(spider=ECN)
         return parser
 
-
-def _positive_float(text):
-    value = float(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value

@@ -32,7 +32,7 @@ import logging
 import time
 
 from pathspider import sysstate
-from pathspider.base import NO_FLOW, NO_RESULT, Conn, DesynchronizedSpider, PluggableSpider
+from pathspider.base import NO_RESULT, Conn, DesynchronizedSpider, PluggableSpider
 from pathspider.observer import Observer, basic_count, basic_flow
 from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
 from pathspider.observer.tcp import (TO_EOL, TO_EXPA, TO_EXPB, TO_FASTOPEN,  # noqa: F401
@@ -43,6 +43,7 @@ from pathspider.observer.tfo import (_tfocookie, _tfopacket, _tfosetup,  # noqa:
                                      tfo_packet, tfo_setup)
 from pathspider.spider import utc_now_text
 from pathspider.util import tcpclient
+from pathspider.util.pluginkit import add_timeout_option, merged_record
 from pathspider.util.tcpclient import job_host, job_rank
 
 log = logging.getLogger("pathspider.plugins.tfo")
@@ -58,6 +59,11 @@ TFOSpiderRecord = collections.namedtuple(
     ["ip", "rport", "port", "host", "config", "c0t", "c1t", "connstate", "rank",
      "spdr_state", "sip", "http_status", "tstart", "tstop"],
     defaults=(None,) * 5)
+
+#: Result fields each record carries (besides the flow's); c0t/c1t are written as 1.0's
+#: cookie0_time/cookie1_time.
+RESULT_FIELDS = ("connstate", "host", "rank", "config", "c0t", "c1t", "spdr_state",
+                 "http_status", "tstart", "tstop")
 
 #: What ``connect`` hands to ``post_connect``: the finished attempt and its HTTP status.
 TFOConnection = collections.namedtuple("TFOConnection", ["attempt", "state", "http_status",
@@ -164,22 +170,10 @@ class TFO(DesynchronizedSpider, PluggableSpider):
 
     def merge(self, flow, res):
         """1.0's merge (``cookie0_time``/``cookie1_time``), plus ``sip`` and the new fields."""
-        if flow == NO_FLOW:
-            flow = {"sip": res.sip, "dip": res.ip, "sp": res.port, "dp": res.rport,
-                    "observed": False}
-        else:
-            flow["observed"] = True
-        flow["connstate"] = res.connstate
-        flow["host"] = res.host
-        flow["rank"] = res.rank
-        flow["config"] = res.config
-        flow["cookie0_time"] = res.c0t
-        flow["cookie1_time"] = res.c1t
-        flow["spdr_state"] = res.spdr_state
-        flow["http_status"] = res.http_status
-        flow["tstart"] = res.tstart
-        flow["tstop"] = res.tstop
-        self.outqueue.put(flow)
+        record = merged_record(flow, res, RESULT_FIELDS)
+        record["cookie0_time"] = record.pop("c0t")
+        record["cookie1_time"] = record.pop("c1t")
+        self.outqueue.put(record)
 
     @staticmethod
     def register_args(subparsers):
@@ -188,15 +182,7 @@ class TFO(DesynchronizedSpider, PluggableSpider):
             description="Connects to every target twice with TCP Fast Open: first asking for "
                         "a cookie, then (if that worked) sending GET / on the SYN with the "
                         "cookie, and records what the SYNs and SYN+ACKs carried.")
-        parser.add_argument("--timeout", "-t", type=_positive_float, default=DEFAULT_TIMEOUT,
-                            help="seconds to wait for a connection (and again for the HTTP "
-                                 "reply) (default %(default)s)")
+        add_timeout_option(parser, DEFAULT_TIMEOUT)
         parser.set_defaults(spider=TFO)
         return parser
 
-
-def _positive_float(text):
-    value = float(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value
