@@ -58,6 +58,7 @@ IPv4 (:class:`IP4`) and IPv6 (:class:`IP6`), "both" unless marked:
 ``dst_addr``           written as Python's ``ipaddress`` writes it)
 ``ports``              ``(src_port, dst_port)`` of a complete TCP or UDP header, else
                        ``(None, None)`` (what 1.0's ``extract_ports`` returns)
+``endpoints``          ``(src_addr, dst_addr, src_port, dst_port)`` in one call
 ``seconds``            packet timestamp, float seconds since the epoch
 ``data``               bytes from the IP header to the end of the IP packet
 ``payload``            bytes after the IP header (IPv6: after the fixed 40-byte header)
@@ -249,7 +250,16 @@ def _addr6(addr):
 def _ports(ip):
     """``(src_port, dst_port)`` of a view's complete TCP or UDP header, else (None, None)."""
     proto = ip.proto
-    view = ip.tcp if proto == PROTO_TCP else ip.udp if proto == PROTO_UDP else None
+    if proto == PROTO_TCP:
+        view = ip._tcp              # the cached view, if built (cheaper than the property)
+        if view is False:
+            view = ip.tcp
+    elif proto == PROTO_UDP:
+        view = ip._udp
+        if view is False:
+            view = ip.udp
+    else:
+        return (None, None)
     return (None, None) if view is None else _ports2(ip.buf, view.off)
 
 
@@ -399,6 +409,11 @@ class IP4:
     def ports(self):
         return _ports(self)
 
+    @property
+    def endpoints(self):
+        buf, off = self.buf, self.off
+        return (_ntoa(buf[off + 12:off + 16]), _ntoa(buf[off + 16:off + 20])) + _ports(self)
+
     # -- byte ranges
     @property
     def data(self):
@@ -518,6 +533,11 @@ class IP6:
     @property
     def ports(self):
         return _ports(self)
+
+    @property
+    def endpoints(self):
+        buf, off = self.buf, self.off
+        return (_addr6(buf[off + 8:off + 24]), _addr6(buf[off + 24:off + 40])) + _ports(self)
 
     @property
     def is_fragment(self):

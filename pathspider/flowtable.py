@@ -68,16 +68,28 @@ CHAIN_NAMES = ("new_flow", "ip4", "ip6", "icmp4", "icmp6", "tcp", "udp", "l4")
 
 _MAX_LOGGED_ERRORS = 10
 
-# Fast-path field readers (process). IPv4: the version/IHL and TOS bytes as one number, the
-# total length, the fragment field + TTL + protocol as one number (``& 0x3FFF00FF`` is the
-# protocol of an unfragmented packet, 0x3FFF0000 set for a fragment), and the TCP data offset
-# + flags bytes (garbage for UDP, unused). IPv6: the first 32 bits (version, traffic class,
-# flow label), the payload length, the next header and the same two TCP bytes after a 40-byte
-# header. The Ethernet forms read the ethertype first.
-_ETH4 = struct.Struct("!12xHHH2xI22xH").unpack_from              # 48 bytes
-_ETH6 = struct.Struct("!12xHIHB45xH").unpack_from                # 68 bytes
-_HDR4 = struct.Struct("!HH2xI22xH").unpack_from                  # 34 bytes
-_HDR6 = struct.Struct("!IHB45xH").unpack_from                    # 54 bytes
+# Fast-path field readers (process), one struct call per packet. IPv4: version/IHL byte, TOS,
+# total length, flags + fragment offset, protocol, the flow key (addresses and ports, which are
+# contiguous without IP options) and the TCP data-offset and flag bytes (garbage for UDP,
+# unused). IPv6: the first two bytes (version, traffic class), payload length, next header,
+# the key (addresses and ports, contiguous without extension headers) and the same two TCP
+# bytes. The Ethernet forms read the ethertype first.
+_ETH4 = struct.Struct("!12xHBBH2xHxB2x12s8xBB").unpack_from      # 48 bytes
+_ETH6 = struct.Struct("!12xHBB2xHBx36s8xBB").unpack_from         # 68 bytes
+_HDR4 = struct.Struct("!BBH2xHxB2x12s8xBB").unpack_from          # 34 bytes
+_HDR6 = struct.Struct("!BB2xHBx36s8xBB").unpack_from             # 54 bytes
+
+# Lookup tables indexed by a header byte: tuple indexing is cheaper than shifts and masks
+# (CPython specialises it; ``&``/``>>`` take the generic path).
+_TCP_HLEN = tuple(((d >> 4) << 2) if d >= 0x50 else 1 << 20 for d in range(256))
+"""TCP header length by data-offset byte; out of reach for a data offset below 5."""
+_TCP_NS = tuple((d & 0x0F) << 8 for d in range(256))
+"""The bits above the classic flag byte in python-libtrace's 12-bit ``flags``."""
+_TC6_HI = tuple((b & 0x0F) << 4 for b in range(256))
+_TC6_LO = tuple(b >> 4 for b in range(256))
+"""IPv6 traffic class = ``_TC6_HI[byte 0] + _TC6_LO[byte 1]``."""
+_UNFRAGMENTED = frozenset((0x0000, 0x4000, 0x8000, 0xC000))
+"""IPv4 flags + fragment offset values of a packet that is not a fragment."""
 
 
 def compose_chains(ip_fns, l4_fns):
@@ -416,89 +428,95 @@ class FlowTable:
         for v in (v4t, v4u, v6t, v6u, tcpv, udpv):
             v.buf = pkts
         eth4, eth6, hdr4, hdr6 = _ETH4, _ETH6, _HDR4, _HDR6
+        hlen, ns, tc6hi, tc6lo, unfragmented = (_TCP_HLEN, _TCP_NS, _TC6_HI, _TC6_LO,
+                                                 _UNFRAGMENTED)
         next_tick = self.next_tick
+        lsec = fsec = None
         for sec, usec, off, caplen in META.iter_unpack(meta):
             npk += 1
-            ts = sec + usec / 1e6
+            if sec != lsec:                 # float(sec) once per second of packets
+                lsec, fsec = sec, float(sec)
+            ts = fsec + usec / 1e6          # == sec + usec / 1e6
             if ts > next_tick:
                 self.tick(ts)
                 next_tick = self.next_tick
-            end = off + caplen
-            # ---- link layer and the fixed IP/transport fields, in one struct call
+            # ---- link layer and the fixed IP/transport fields, in one struct call; then
+            # only the plain cases stay here: ``left`` bytes captured from the IP header on
+            version = 0
             if eth:
-                ipoff = off + 14
                 e0 = pkts[off + 12] if caplen > 14 else 0
                 if e0 == 8 and caplen >= 48:
-                    etype, vt, size, w2, dfl = eth4(pkts, off)
-                    version = 4 if etype == 0x0800 else 0
+                    etype, vb, tc, size, frag, proto, key, doff, flags = eth4(pkts, off)
+                    if etype == 0x0800:
+                        version = 4
                 elif e0 == 0x86 and caplen >= 68:
-                    etype, w1, size, nh, dfl = eth6(pkts, off)
-                    version = 6 if etype == 0x86DD else 0
-                else:
-                    version = 0
+                    etype, vb, tc, size, proto, key, doff, flags = eth6(pkts, off)
+                    if etype == 0x86DD:
+                        version = 6
+                left = caplen - 14
             else:
                 try:
-                    ipoff = link(pkts, off, end)
+                    ipoff = link(pkts, off, off + caplen)
                 except DissectError:
-                    version = 0
+                    pass
                 else:
-                    b0 = pkts[ipoff] if ipoff < end else 0
-                    if b0 == 0x45 and end - ipoff >= 34:
-                        vt, size, w2, dfl = hdr4(pkts, ipoff)
+                    left = off + caplen - ipoff
+                    vb = pkts[ipoff] if left > 0 else 0
+                    if vb == 0x45 and left >= 34:
+                        vb, tc, size, frag, proto, key, doff, flags = hdr4(pkts, ipoff)
                         version = 4
-                    elif b0 >> 4 == 6 and end - ipoff >= 54:
-                        w1, size, nh, dfl = hdr6(pkts, ipoff)
+                    elif 0x60 <= vb <= 0x6F and left >= 54:
+                        vb, tc, size, proto, key, doff, flags = hdr6(pkts, ipoff)
                         version = 6
+            if version == 4:
+                # IHL 5, not a fragment, header complete within the IP length and the capture
+                if vb != 0x45 or frag not in unfragmented:
+                    version = 0
+                elif proto == 6:
+                    hl = hlen[doff] + 20
+                    if hl <= size and hl <= left:
+                        tab, ip, tv, run = tcptab, v4t, tcpv, r4t
+                        flags += ns[doff]
                     else:
                         version = 0
-            # ---- only the plain cases stay here: (l4, ipend) bound a complete header
-            if version == 4:
-                version = 0
-                if vt >> 8 == 0x45:
-                    l4 = ipoff + 20
-                    ipend = ipoff + size
-                    if ipend > end:
-                        ipend = end
-                    p = w2 & 0x3FFF00FF             # the protocol, if not a fragment
-                    if p == 6:
-                        if dfl >= 0x5000 and l4 + ((dfl >> 12) << 2) <= ipend:
-                            version = 4
-                            tab, ip, tv, run = tcptab, v4t, tcpv, r4t
-                            flags = dfl & 0x0FFF
-                    elif p == 17 and l4 + 8 <= ipend:
-                        version = 4
-                        tab, ip, tv, run = udptab, v4u, udpv, r4u
-                        flags = 0
-                    tc = vt & 0xFF
-                    key = pkts[ipoff + 12:ipoff + 24]
+                elif proto == 17 and size >= 28:
+                    tab, ip, tv, run = udptab, v4u, udpv, r4u
+                else:
+                    version = 0
             elif version == 6:
-                version = 0
-                if w1 >> 28 == 6:
-                    l4 = ipoff + 40
-                    ipend = l4 + size
-                    if ipend > end:
-                        ipend = end
-                    if nh == 6:
-                        if dfl >= 0x5000 and l4 + ((dfl >> 12) << 2) <= ipend:
-                            version = 6
-                            tab, ip, tv, run = tcptab, v6t, tcpv, r6t
-                            flags = dfl & 0x0FFF
-                    elif nh == 17 and l4 + 8 <= ipend:
-                        version = 6
-                        tab, ip, tv, run = udptab, v6u, udpv, r6u
-                        flags = 0
+                # ``size`` read the payload length; no extension header, transport complete
+                if not 0x60 <= vb <= 0x6F:
+                    version = 0
+                elif proto == 6:
+                    hl = hlen[doff]
+                    if hl <= size and hl + 40 <= left:
+                        tab, ip, tv, run = tcptab, v6t, tcpv, r6t
+                        flags += ns[doff]
+                    else:
+                        version = 0
+                elif proto == 17 and size >= 8:
+                    tab, ip, tv, run = udptab, v6u, udpv, r6u
+                else:
+                    version = 0
+                if version:
                     size += 40
-                    tc = (w1 >> 20) & 0xFF
-                    key = pkts[ipoff + 8:ipoff + 44]
+                    tc = tc6hi[vb] + tc6lo[tc]
             if not version:
                 ct.packets = base + npk
-                slow(pkts, off, end, ts)
+                slow(pkts, off, off + caplen, ts)
                 next_tick = self.next_tick
                 continue
             # ---- flow lookup: one dict lookup, the entry says the direction
             v = tab.get(key)
             if v is None or views:
                 # the reused views (valid during this packet's chain calls only)
+                if eth:
+                    ipoff = off + 14
+                end = off + caplen
+                l4 = ipoff + 20 if version == 4 else ipoff + 40
+                ipend = ipoff + size
+                if ipend > end:
+                    ipend = end
                 ip.off = ipoff
                 ip.end = ipend
                 ip.l4 = l4

@@ -222,20 +222,18 @@ def extract_ports(ip):
 
 def basic_flow(rec, ip):
     """new_flow chain: addresses, protocol and ports of the first packet; zero counters."""
-    try:                # the dissector's shortcuts for str(ip.src_prefix)... and extract_ports
-        rec["sip"] = ip.src_addr
-        rec["dip"] = ip.dst_addr
-        rec["sp"], rec["dp"] = ip.ports
+    try:        # the dissector's shortcut for str(ip.src_prefix), ..., extract_ports(ip)
+        rec["sip"], rec["dip"], rec["sp"], rec["dp"] = ip.endpoints
     except AttributeError:
         rec["sip"] = str(ip.src_prefix)
         rec["dip"] = str(ip.dst_prefix)
         rec["sp"], rec["dp"] = extract_ports(ip)
     rec["proto"] = ip.proto
-    rec["pkt_fwd"] = 0
-    rec["pkt_rev"] = 0
-    rec["oct_fwd"] = 0
-    rec["oct_rev"] = 0
+    rec.update(_ZERO_COUNTERS)
     return True
+
+
+_ZERO_COUNTERS = {"pkt_fwd": 0, "pkt_rev": 0, "oct_fwd": 0, "oct_rev": 0}
 
 
 @fast_path(uses=("size",), code="""

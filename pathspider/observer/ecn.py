@@ -58,13 +58,12 @@ SPLIT_FIELDS = tuple(f'ecn_{n}_{kind}_{d}' for n in ('ect0', 'ect1', 'ce')
 
 def ecn_setup(rec, ip):
     """new_flow: initialise the six 1.0 ECN flags; never vetoes the flow."""
-    rec['fwd_ez'] = False
-    rec['fwd_eo'] = False
-    rec['fwd_ce'] = False
-    rec['rev_ez'] = False
-    rec['rev_eo'] = False
-    rec['rev_ce'] = False
+    rec.update(_ECN_FIELDS)
     return True
+
+
+_ECN_FIELDS = {'fwd_ez': False, 'fwd_eo': False, 'fwd_ce': False,
+               'rev_ez': False, 'rev_eo': False, 'rev_ce': False}
 
 
 # (fast path: only TCP and UDP packets, never an ICMP error)

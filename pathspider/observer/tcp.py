@@ -68,14 +68,12 @@ _FIN_RST = TCP_FIN | TCP_RST
 
 def tcp_setup(rec, ip):
     """new_flow: initialise the handshake and teardown fields; never vetoes the flow."""
-    rec['fwd_syn_flags'] = None
-    rec['rev_syn_flags'] = None
-    rec['fwd_fin'] = False
-    rec['rev_fin'] = False
-    rec['fwd_rst'] = False
-    rec['rev_rst'] = False
-    rec['tcp_connected'] = False
+    rec.update(_TCP_FIELDS)
     return True
+
+
+_TCP_FIELDS = {'fwd_syn_flags': None, 'rev_syn_flags': None, 'fwd_fin': False,
+               'rev_fin': False, 'fwd_rst': False, 'rev_rst': False, 'tcp_connected': False}
 
 
 @fast_path(uses=("flags",), env={"TCP_SYN": TCP_SYN, "TCP_ACK": TCP_ACK}, code="""
