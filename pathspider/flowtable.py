@@ -38,11 +38,15 @@ not views.
 """
 
 import heapq
+import inspect
+import linecache
 import logging
 import math
 import os
 import struct
+import textwrap
 import traceback
+import types
 
 from pathspider import dissector
 from pathspider.dissector import (IP4, IP6, TCP, UDP, ICMP, ICMP6, DissectError, Malformed,
@@ -123,6 +127,7 @@ def compose_new_flow(fns):
 #: The fields the fast path hands to compiled runners (see :mod:`pathspider.observer.fastpath`).
 _RUNNER_ARGS = "rec, rev, ip, l4, size, tc, flags"
 
+
 class Runner:
     """A compiled chain: ``run(rec, rev, ip, l4, size, tc, flags)`` and what it needs.
 
@@ -138,46 +143,164 @@ class Runner:
         self.source = source
 
 
+def _steps(ip_fns, l4_fns, l4_fields, inline, env, names=("ip", "l4"), prefix="fn_",
+           reserved=frozenset()):
+    """How each function of two chains runs: ``[(fn, statements, result, called), ...]``.
+
+    A function with a :class:`~pathspider.observer.fastpath.FastPath` form is pasted inline
+    if every name it reads is available (``size`` and ``tc`` for all, ``l4_fields`` for the
+    transport chain), its globals fit in ``env`` and its temporaries are not ``reserved``;
+    any other function is called (as ``<prefix><i>``, added to ``env``) with the header view
+    named ``names[0]`` (IP chain) or ``names[1]`` (transport chain).
+    """
+    out = []
+    items = [(names[0], fn, ("size", "tc")) for fn in ip_fns]
+    items += [(names[1], fn, ("size", "tc") + tuple(l4_fields)) for fn in l4_fns]
+    for i, (arg, fn, available) in enumerate(items):
+        form = getattr(fn, "fast_path", None) if inline else None
+        if form is not None and not (form.uses <= set(available)
+                                     and form.temporaries.isdisjoint(reserved)
+                                     and _merge_env(env, form.env)):
+            form = None
+        if form is None:
+            name = "%s%d" % (prefix, i)
+            env[name] = fn
+            out.append((fn, [], "%s(rec, %s, rev)" % (name, arg), True))
+        else:
+            out.append((fn, form.code.splitlines(), form.result, False))
+    return out
+
+
 def compile_runner(ip_fns, l4_fns, l4_fields=(), inline=True):
     """Compile two chains into one :class:`Runner` for the fast path.
 
     The IP functions run first (``fn(rec, ip, rev)``), then the transport functions
     (``fn(rec, l4, rev)``); the first falsy result makes ``run`` return a falsy value and
-    nothing after it runs (1.0's short-circuit, as :func:`compose_chains`). A function with a
-    :class:`~pathspider.observer.fastpath.FastPath` form whose names are all available is
-    pasted inline (``size`` and ``tc`` everywhere, ``l4_fields`` for the transport chain);
-    the others are called. Returns None for two empty chains.
+    nothing after it runs (1.0's short-circuit, as :func:`compose_chains`). Functions with a
+    usable inline form are pasted in (see :func:`_steps`), the others are called. Returns
+    None for two empty chains.
     """
     if not ip_fns and not l4_fns:
         return None
     linemap = {}                        # line -> function, to name an inlined one that raised
     env = {"__chain_lines__": linemap}
     lines = ["def run(%s):" % _RUNNER_ARGS]
-    views = False
-    steps = [("ip", fn, ("size", "tc")) for fn in ip_fns]
-    steps += [("l4", fn, ("size", "tc") + tuple(l4_fields)) for fn in l4_fns]
-    for i, (arg, fn, available) in enumerate(steps):
-        form = getattr(fn, "fast_path", None) if inline else None
-        if form is not None and not (form.uses <= set(available) and _merge_env(env, form.env)):
-            form = None
-        if form is None:
-            env["fn_%d" % i] = fn
-            result = "fn_%d(rec, %s, rev)" % (i, arg)
-            views = True
-            body = []
-        else:
-            result = form.result
-            body = form.code.splitlines()
+    steps = _steps(ip_fns, l4_fns, l4_fields, inline, env)
+    for i, (fn, body, result, called) in enumerate(steps):
         if i == len(steps) - 1:
-            body.append("return " + result)
+            body = body + ["return " + result]
         elif result != "True":
-            body += ["if not (%s):" % result, "    return False"]
+            body = body + ["if not (%s):" % result, "    return False"]
         for line in body:
             lines.append("    " + line)
             linemap[len(lines)] = fn
     source = "\n".join(lines) + "\n"
     exec(compile(source, "<composed chain>", "exec"), env)
-    return Runner(env["run"], views, source)
+    return Runner(env["run"], any(step[3] for step in steps), source)
+
+
+def _chain_block(steps):
+    """``[(line, fn), ...]`` running ``steps`` in a loop body: every path on which all
+    functions return a true value ends in ``continue``; a falsy result falls through."""
+    out = []
+    depth = 0
+    for fn, body, result, called in steps:
+        pad = "    " * depth
+        out += [(pad + line, fn) for line in body]
+        if result != "True":
+            out.append((pad + "if %s:" % result, fn))
+            depth += 1
+    out.append(("    " * depth + "continue", None))
+    return out
+
+
+_MAX_NESTING = 40
+"""More functions with a result to test than this, and the chains stay in a runner call."""
+
+_specialised = {}
+_SPECIALISED_MAX = 64
+
+
+def specialise_process(ip4_fns, ip6_fns, tcp_fns, udp_fns, inline=True):
+    """A copy of :meth:`FlowTable.process` with the chains pasted in: ``(function, views)``.
+
+    The lines between the ``chains >>>`` and ``<<< chains`` comments of the method (the call
+    of the compiled runner) are replaced by the chains for the packet's IP version and
+    transport protocol, with the same short-circuit: all true ends in ``continue``, a falsy
+    result falls through to completing the flow, an exception goes to the method's handler.
+    This saves a Python call per packet, and the inline forms read the method's locals.
+    ``views`` says whether a called function needs the header views. Returns None if the
+    method's source is not available or the chains nest too deep; the method is used then.
+    Results are cached per chain tuple.
+    """
+    cache_key = (tuple(ip4_fns), tuple(ip6_fns), tuple(tcp_fns), tuple(udp_fns), inline)
+    hit = _specialised.get(cache_key)
+    if hit is not None:
+        return hit
+    template = _process_template()
+    if template is None:
+        return None
+    head, tail, indent, reserved = template
+    linemap = {}
+    env = dict(globals())
+    env["__chain_lines__"] = linemap
+    blocks = []                         # (condition, [(line, fn), ...])
+    same_ip = tuple(ip4_fns) == tuple(ip6_fns)
+    for cond, ipc, l4c, fields, tag in (
+            ("proto == 6 and version == 4", ip4_fns, tcp_fns, ("flags",), "fn4t_"),
+            ("proto == 6", ip6_fns, tcp_fns, ("flags",), "fn6t_"),
+            ("version == 4", ip4_fns, udp_fns, (), "fn4u_"),
+            ("True", ip6_fns, udp_fns, (), "fn6u_")):
+        if same_ip and tag[2] == "4":
+            continue                    # the IPv6 block serves both versions
+        steps = _steps(ipc, l4c, fields, inline, env, ("ip", "tv"), tag, reserved)
+        if sum(1 for step in steps if step[2] != "True") > _MAX_NESTING:
+            return None
+        if same_ip:
+            cond = "proto == 6" if cond.startswith("proto") else "True"
+        blocks.append((cond, steps))
+    lines = list(head)
+    views = False
+    for i, (cond, steps) in enumerate(blocks):
+        views = views or any(step[3] for step in steps)
+        if cond == "True":
+            lines.append(indent + "else:" if i else indent + "if True:")
+        else:
+            lines.append(indent + ("elif %s:" if i else "if %s:") % cond)
+        for line, fn in _chain_block(steps):
+            lines.append(indent + "    " + line)
+            if fn is not None:
+                linemap[len(lines)] = fn
+    lines += tail
+    source = "\n".join(lines) + "\n"
+    filename = "<composed process #%d>" % (len(_specialised) + 1)
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), env)
+    if len(_specialised) >= _SPECIALISED_MAX:
+        _specialised.clear()
+    result = _specialised[cache_key] = (env["process"], views)
+    return result
+
+
+_template = []
+
+
+def _process_template():
+    """``(lines before the chains, lines after, their indentation, the method's locals)`` of
+    :meth:`FlowTable.process`'s source, or None if it cannot be read."""
+    if not _template:
+        try:
+            lines = textwrap.dedent(inspect.getsource(FlowTable.process)).splitlines()
+            start = next(i for i, line in enumerate(lines) if line.strip() == "# chains >>>")
+            end = next(i for i, line in enumerate(lines) if line.strip() == "# <<< chains")
+        except (OSError, TypeError, StopIteration):
+            logger.debug("no source for FlowTable.process: chains run through runners")
+            _template.append(None)
+        else:
+            indent = lines[start][:len(lines[start]) - len(lines[start].lstrip())]
+            _template.append((lines[:start], lines[end + 1:], indent,
+                              frozenset(FlowTable.process.__code__.co_varnames)))
+    return _template[0]
 
 
 def _merge_env(env, extra):
@@ -255,9 +378,14 @@ class FlowTable:
     ``chains`` maps chain names (:data:`CHAIN_NAMES`) to sequences of functions. Feed packets
     with :meth:`process` (a pcapy-ng batch) or :meth:`process_packet`; take finished records
     from :attr:`emitted` (a list the caller may swap out) and call :meth:`flush` at the end.
+
+    ``inline=False`` calls every chain function (no inline forms); ``specialise=False`` keeps
+    the chains in runner calls instead of pasting them into a copy of :meth:`process`. Both
+    give the same records; they exist for tests and for measuring.
     """
 
-    def __init__(self, linktype, chains, idle_timeout=30, expiry_timeout=5, inline=True):
+    def __init__(self, linktype, chains, idle_timeout=30, expiry_timeout=5, inline=True,
+                 specialise=True):
         self.link = dissector.link_offset(linktype)
         self.linktype = linktype
         c = {name: tuple(chains.get(name, ())) for name in CHAIN_NAMES}
@@ -277,6 +405,12 @@ class FlowTable:
                         compile_runner(self.ip6_chain, self.udp_chain, (), inline))
         # fill the reused header views for every packet, or only for new flows?
         self._views = any(r is not None and r.views for r in self.runners)
+        if inline and specialise:       # the chains pasted into a copy of process()
+            special = specialise_process(self.ip4_chain, self.ip6_chain, self.tcp_chain,
+                                         self.udp_chain)
+            if special is not None:
+                self.process = types.MethodType(special[0], self)
+                self._views = special[1]
         self.idle_timeout = idle_timeout
         self.expiry_timeout = expiry_timeout
         self.tabs = [dict() for _ in range(256)]     # one table per IP protocol number
@@ -318,7 +452,7 @@ class FlowTable:
             self.bins[t] = [flow]
             heapq.heappush(self.heap, t)
             if t - 1 < self.next_tick:
-                self.next_tick = t - 1
+                self.next_tick = t - 1.0        # a float: compared with every packet's time
         else:
             b.append(flow)
 
@@ -332,7 +466,7 @@ class FlowTable:
         clock = math.ceil(ts)
         if self.clock is not None and clock <= self.clock:
             # a bin armed for the current second runs when the clock next advances (as 1.0)
-            self.next_tick = max(self.next_tick, self.clock)
+            self.next_tick = max(self.next_tick, float(self.clock))
             return
         self.clock = clock
         heap, bins = self.heap, self.bins
@@ -354,7 +488,7 @@ class FlowTable:
                     self._complete(flow, t)
                 else:
                     self._forget(flow)
-        self.next_tick = heap[0] - 1 if heap else math.inf
+        self.next_tick = heap[0] - 1.0 if heap else math.inf
 
     def _complete(self, flow, now):
         """Move an active flow to expiring; it is emitted when bin ``now + expiry`` comes up."""
@@ -404,21 +538,23 @@ class FlowTable:
 
         The common case (IPv4 without options or IPv6 without extension headers, carrying a
         complete TCP or UDP header, not fragmented) is handled inline here: one ``struct`` call
-        reads the fields it needs, one dict lookup finds the flow, the header views handed to
-        the chains are reused from packet to packet (and only filled in when a chain function
-        that was not inlined needs them), and the compiled runner (:func:`compile_runner`)
-        runs the per-packet chains. Everything else (ICMP, fragments, other protocols, VLAN
-        tags, anything short or malformed) goes through :meth:`_slow_packet`, which applies
-        the same rules with freshly parsed views. Both paths are covered by the same tests.
+        reads the fields it needs and the flow key, one dict lookup finds the flow, the header
+        views handed to the chains are reused from packet to packet (and only filled in when a
+        chain function that is called needs them), and the per-packet chains run as one
+        compiled runner (:func:`compile_runner`). Everything else (ICMP, fragments, other
+        protocols, VLAN tags, anything short or malformed) goes through :meth:`_slow_packet`,
+        which applies the same rules with freshly parsed views.
+
+        This method is also the template of the table's specialised copy (see
+        :func:`specialise_process`), which has the chains pasted in place of the runner call
+        between the ``chains >>>`` and ``<<< chains`` comments. Both are covered by the same
+        tests.
         """
         ct = self.ct
-        base = ct.packets
-        npk = 0
         eth = self.linktype == dissector.DLT_EN10MB
         link = self.link
         slow = self._slow_packet
-        tabs = self.tabs
-        tcptab, udptab = tabs[6], tabs[17]
+        tcptab, udptab = self.tabs[6], self.tabs[17]
         new_flow = self._new_flow
         complete = self._complete
         r4t, r4u, r6t, r6u = (r and r.run for r in self.runners)
@@ -430,10 +566,13 @@ class FlowTable:
         eth4, eth6, hdr4, hdr6 = _ETH4, _ETH6, _HDR4, _HDR6
         hlen, ns, tc6hi, tc6lo, unfragmented = (_TCP_HLEN, _TCP_NS, _TC6_HI, _TC6_LO,
                                                  _UNFRAGMENTED)
+        packets = META.iter_unpack(meta)
+        # the packet count at any point is total - packets.__length_hint__()
+        total = ct.packets + len(meta) // META.size
         next_tick = self.next_tick
         lsec = fsec = None
-        for sec, usec, off, caplen in META.iter_unpack(meta):
-            npk += 1
+        ip = tv = None                      # unused by the chains unless ``views`` is set
+        for sec, usec, off, caplen in packets:
             if sec != lsec:                 # float(sec) once per second of packets
                 lsec, fsec = sec, float(sec)
             ts = fsec + usec / 1e6          # == sec + usec / 1e6
@@ -441,7 +580,7 @@ class FlowTable:
                 self.tick(ts)
                 next_tick = self.next_tick
             # ---- link layer and the fixed IP/transport fields, in one struct call; then
-            # only the plain cases stay here: ``left`` bytes captured from the IP header on
+            # only the plain cases stay here (``left``: bytes captured from the IP header on)
             version = 0
             if eth:
                 e0 = pkts[off + 12] if caplen > 14 else 0
@@ -475,12 +614,12 @@ class FlowTable:
                 elif proto == 6:
                     hl = hlen[doff] + 20
                     if hl <= size and hl <= left:
-                        tab, ip, tv, run = tcptab, v4t, tcpv, r4t
+                        tab, run = tcptab, r4t
                         flags += ns[doff]
                     else:
                         version = 0
                 elif proto == 17 and size >= 28:
-                    tab, ip, tv, run = udptab, v4u, udpv, r4u
+                    tab, run = udptab, r4u
                 else:
                     version = 0
             elif version == 6:
@@ -490,24 +629,29 @@ class FlowTable:
                 elif proto == 6:
                     hl = hlen[doff]
                     if hl <= size and hl + 40 <= left:
-                        tab, ip, tv, run = tcptab, v6t, tcpv, r6t
+                        tab, run = tcptab, r6t
                         flags += ns[doff]
                     else:
                         version = 0
                 elif proto == 17 and size >= 8:
-                    tab, ip, tv, run = udptab, v6u, udpv, r6u
+                    tab, run = udptab, r6u
                 else:
                     version = 0
                 if version:
                     size += 40
                     tc = tc6hi[vb] + tc6lo[tc]
             if not version:
-                ct.packets = base + npk
+                ct.packets = total - packets.__length_hint__()
                 slow(pkts, off, off + caplen, ts)
                 next_tick = self.next_tick
                 continue
             # ---- flow lookup: one dict lookup, the entry says the direction
             v = tab.get(key)
+            if v is not None:
+                rec, rev, flow = v
+                if rec is None:             # vetoed flow
+                    flow.rec["last"] = ts
+                    continue
             if v is None or views:
                 # the reused views (valid during this packet's chain calls only)
                 if eth:
@@ -517,6 +661,13 @@ class FlowTable:
                 ipend = ipoff + size
                 if ipend > end:
                     ipend = end
+                if proto == 6:
+                    ip = v4t if version == 4 else v6t
+                    tv = tcpv
+                    tv.flags = flags
+                else:
+                    ip = v4u if version == 4 else v6u
+                    tv = udpv
                 ip.off = ipoff
                 ip.end = ipend
                 ip.l4 = l4
@@ -526,29 +677,24 @@ class FlowTable:
                 ip.traffic_class = tc
                 tv.off = l4
                 tv.end = ipend
-                if tv is tcpv:
-                    tv.flags = flags
                 if v is None:
-                    ct.packets = base + npk
+                    ct.packets = total - packets.__length_hint__()
                     rec = new_flow(ip, ts, tab, key, False)
                     next_tick = self.next_tick
                     if rec is None:
                         continue
                     rev = False
-            if v is not None:
-                rec, rev, flow = v
-                if rec is None:             # vetoed flow
-                    flow.rec["last"] = ts
-                    continue
             rec["last"] = ts
             if run is None:
                 continue
             # ---- chains: the first falsy return stops this packet and completes the flow
             try:
+                # chains >>>
                 if run(rec, rev, ip, tv, size, tc, flags):
                     continue
+                # <<< chains
             except Exception as err:            # a chain bug must not stop the observer
-                ct.packets = base + npk
+                ct.packets = total - packets.__length_hint__()
                 ct.chain_errors += 1
                 self._log_error("in a chain function", err)
                 continue
@@ -556,7 +702,7 @@ class FlowTable:
             if flow.state == ACTIVE:
                 complete(flow, ts)
                 next_tick = self.next_tick
-        ct.packets = base + npk
+        ct.packets = total
 
     def process_packet(self, buf, ts):
         """Run one packet (link-layer bytes captured at ``ts``) through the table.

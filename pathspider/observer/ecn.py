@@ -66,10 +66,17 @@ _ECN_FIELDS = {'fwd_ez': False, 'fwd_eo': False, 'fwd_ce': False,
                'rev_ez': False, 'rev_eo': False, 'rev_ce': False}
 
 
-# (fast path: only TCP and UDP packets, never an ICMP error)
-@fast_path(uses=("tc",), env={"ECN_KEYS_10": _KEYS_10}, code="""
-    if tc & 3:
-        rec[ECN_KEYS_10[rev][tc & 3]] = True
+# The field set by each traffic class value, per direction (for the inline form below).
+_FWD_BY_TC = tuple(_KEYS_10[0][tc & 3] for tc in range(256))
+_REV_BY_TC = tuple(_KEYS_10[1][tc & 3] for tc in range(256))
+
+
+# (the fast path only sees TCP and UDP packets, never an ICMP error)
+@fast_path(uses=("tc",), env={"ECN_FWD_BY_TC": _FWD_BY_TC, "ECN_REV_BY_TC": _REV_BY_TC},
+           code="""
+    ecn_code_key = (ECN_REV_BY_TC if rev else ECN_FWD_BY_TC)[tc]
+    if ecn_code_key is not None:
+        rec[ecn_code_key] = True
 """)
 def ecn_code(rec, ip, rev):
     """ip4/ip6: record the packet's ECN codepoint in its direction (1.0 fields)."""

@@ -38,13 +38,20 @@ FAST_NAMES = ("rec", "rev", "size", "tc", "flags")
 class FastPath:
     """The inline form of one chain function (see the module docstring)."""
 
-    __slots__ = ("code", "result", "uses", "env")
+    __slots__ = ("code", "result", "uses", "env", "temporaries")
 
     def __init__(self, code="", result="True", uses=(), env=None):
         self.code = textwrap.dedent(code).strip("\n")
         self.result = result
         self.uses = frozenset(uses)
         self.env = dict(env or {})
+        # the local names the form assigns (compiling it also checks its syntax early)
+        body = (self.code + "\n" if self.code else "") + "return " + result
+        source = "def form(%s):\n%s\n" % (", ".join(FAST_NAMES),
+                                          textwrap.indent(body, "    "))
+        namespace = {}
+        exec(compile(source, "<fast path form>", "exec"), namespace)
+        self.temporaries = frozenset(namespace["form"].__code__.co_varnames) - set(FAST_NAMES)
 
     def __repr__(self):
         return "FastPath(uses=%s, result=%r)" % (sorted(self.uses), self.result)

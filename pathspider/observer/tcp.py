@@ -64,6 +64,8 @@ TO_EXP_FASTOPEN = (0xF9, 0x89)
 TO_EXID_FASTOPEN = TO_EXP_FASTOPEN   # the 2.0 name of the same magic
 
 _FIN_RST = TCP_FIN | TCP_RST
+_FIN_OR_RST = tuple(bool(flags & _FIN_RST) for flags in range(0x1000))
+"""Indexed by the 12-bit flags: is FIN or RST set? (A table lookup is cheaper than ``&``.)"""
 
 
 def tcp_setup(rec, ip):
@@ -100,8 +102,8 @@ def tcp_handshake(rec, tcp, rev):
 
 
 @fast_path(uses=("flags",), env={"TCP_FIN": TCP_FIN, "TCP_RST": TCP_RST,
-                                 "TCP_FIN_RST": TCP_FIN | TCP_RST}, code="""
-    if flags & TCP_FIN_RST:
+                                 "TCP_FIN_OR_RST": _FIN_OR_RST}, code="""
+    if TCP_FIN_OR_RST[flags]:
         if flags & TCP_FIN:
             rec['rev_fin' if rev else 'fwd_fin'] = True
         if flags & TCP_RST:

@@ -2,14 +2,16 @@
 its compiled runners must give exactly what a table that calls the functions gives: the same
 records (field order included), the same counters, the same completions and errors."""
 import importlib
+import linecache
 import logging
 import pkgutil
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 import pathspider.observer
 from core_craft import mk
-from pathspider.flowtable import FlowTable, compile_runner
+from pathspider.flowtable import FlowTable, compile_runner, specialise_process
 from pathspider.observer import basic_count, basic_flow
 from pathspider.observer.ecn import ecn_code, ecn_setup
 from pathspider.observer.fastpath import FAST_NAMES, FastPath
@@ -77,26 +79,31 @@ def _packet(flow, reverse, flags, tos, payload):
                 **{("tc" if flow & 1 else "tos"): tos})
 
 
-def _run(packets, chains, inline):
-    t = FlowTable(RAW, chains, idle_timeout=3, expiry_timeout=1, inline=inline)
+def _run(packets, chains, inline, specialise=True, linktype=RAW, wrap=lambda p: p):
+    t = FlowTable(linktype, chains, idle_timeout=3, expiry_timeout=1, inline=inline,
+                  specialise=specialise)
+    assert ("process" in vars(t)) == (inline and specialise)     # the specialised copy
     for ts, pkt in packets:
-        t.process_packet(pkt, ts)
+        t.process_packet(wrap(pkt), ts)
     t.flush()
     return t
 
 
 @settings(max_examples=150, deadline=None)
-@given(events, st.booleans())
-def test_inlined_and_called_chains_give_the_same_records(evs, order):
+@given(events, st.booleans(), st.sampled_from([RAW, 1]))
+def test_inlined_and_called_chains_give_the_same_records(evs, order, linktype):
     packets = [(1.0 + 0.4 * i, _packet(*ev)) for i, ev in enumerate(evs)]
-    chains, seen_inlined = _chains(order)
-    inlined = _run(packets, chains, True)
+    wrap = mk.LINK[linktype]
     chains, seen_called = _chains(order)
-    called = _run(packets, chains, False)
-    assert seen_inlined == seen_called          # the called function saw the same views
-    assert inlined.ct.slowpath == called.ct.slowpath == 0
-    assert [list(r.items()) for r in inlined.emitted] == [list(r.items()) for r in called.emitted]
-    assert inlined.ct.as_dict() == called.ct.as_dict()
+    called = _run(packets, chains, False, linktype=linktype, wrap=wrap)
+    assert called.ct.slowpath == 0
+    for specialise in (True, False):
+        chains, seen = _chains(order)
+        inlined = _run(packets, chains, True, specialise, linktype, wrap)
+        assert seen == seen_called              # the called function saw the same views
+        assert ([list(r.items()) for r in inlined.emitted]
+                == [list(r.items()) for r in called.emitted])
+        assert inlined.ct.as_dict() == called.ct.as_dict()
 
 
 def test_runner_inlines_what_it_can_and_calls_the_rest():
@@ -114,14 +121,34 @@ def test_runner_inlines_what_it_can_and_calls_the_rest():
     assert compile_runner([], [], ("flags",)) is None
 
 
-def test_an_inlined_function_that_raises_is_counted_and_named(caplog):
-    t = FlowTable(RAW, {"ip4": [basic_count]})      # no basic_flow: no counters to add to
+@pytest.mark.parametrize("specialise", [True, False])
+def test_an_inlined_function_that_raises_is_counted_and_named(caplog, specialise):
+    # no basic_flow: no counters to add to
+    t = FlowTable(RAW, {"ip4": [basic_count]}, specialise=specialise)
     with caplog.at_level(logging.WARNING, logger="pathspider.observer"):
         t.process_packet(mk.tcp4(C4, S4, 1, 2, mk.SYN), 1.0)
         t.process_packet(mk.tcp4(C4, S4, 1, 2, mk.ACK), 1.1)
     assert t.ct.chain_errors == 2
     assert "in a chain function basic_count (__init__.py:" in caplog.text
     assert "inlined): KeyError: 'pkt_fwd'" in caplog.text
+
+
+def test_the_specialised_process_pastes_the_chains_and_is_cached():
+    chains = ((basic_count, ecn_code), (basic_count, ecn_code), (tcp_handshake, tcp_complete),
+              ())
+    fn, views = specialise_process(*chains)
+    assert not views and specialise_process(*chains)[0] is fn
+    source = "".join(linecache.getlines(fn.__code__.co_filename))     # tracebacks show it
+    pasted = source[source.index("# ---- chains"):source.index("except Exception")]
+    assert "run(" not in pasted and "fn" not in pasted
+    assert "rec[\"oct_fwd\"] += size" in pasted and "rec['tcp_connected'] = True" in pasted
+
+    def mine(rec, ip, rev):
+        return True
+
+    fn, views = specialise_process((mine,), (), (), ())
+    assert views and "fn4t_0(rec, ip, rev)" in "".join(linecache.getlines(
+        fn.__code__.co_filename))
 
 
 def test_a_completed_flow_still_stops_the_functions_after_tcp_complete():
@@ -133,7 +160,8 @@ def test_a_completed_flow_still_stops_the_functions_after_tcp_complete():
 
     packets = [(1.0, mk.tcp4(C4, S4, 1, 2, mk.SYN)), (1.1, mk.tcp4(C4, S4, 1, 2, mk.RST)),
                (1.2, mk.tcp4(C4, S4, 1, 2, mk.ACK))]
-    for inline in (True, False):
+    for inline, specialise in ((True, True), (True, False), (False, False)):
         seen.clear()
-        t = _run(packets, {"new_flow": [tcp_setup], "tcp": [tcp_complete, after]}, inline)
+        t = _run(packets, {"new_flow": [tcp_setup], "tcp": [tcp_complete, after]}, inline,
+                 specialise)
         assert seen == [mk.SYN] and t.ct.flows == 1
