@@ -85,8 +85,10 @@ _HDR6 = struct.Struct("!BB2xHBx36s8xBB").unpack_from             # 54 bytes
 
 # Lookup tables indexed by a header byte: tuple indexing is cheaper than shifts and masks
 # (CPython specialises it; ``&``/``>>`` take the generic path).
-_TCP_HLEN = tuple(((d >> 4) << 2) if d >= 0x50 else 1 << 20 for d in range(256))
-"""TCP header length by data-offset byte; out of reach for a data offset below 5."""
+_TCP_HLEN4 = tuple(20 + ((d >> 4) << 2) if d >= 0x50 else 1 << 20 for d in range(256))
+"""IPv4 + TCP header length by TCP data-offset byte; out of reach for a data offset below 5."""
+_TCP_HLEN6 = tuple(20 + h for h in _TCP_HLEN4)
+"""IPv6 + TCP header length by TCP data-offset byte."""
 _TCP_NS = tuple((d & 0x0F) << 8 for d in range(256))
 """The bits above the classic flag byte in python-libtrace's 12-bit ``flags``."""
 _TC6_HI = tuple((b & 0x0F) << 4 for b in range(256))
@@ -471,13 +473,21 @@ class FlowTable:
         self.clock = clock
         heap, bins = self.heap, self.bins
         idle = self.idle_timeout
+        emitted = self.emitted
+        nemitted = 0
         while heap and heap[0] <= clock:
             t = heapq.heappop(heap)
             for flow in bins.pop(t):
                 state = flow.state
                 if state == EXPIRING:
-                    if flow.expires == t:       # not a stale idle-bin entry
-                        self._emit(flow)
+                    if flow.expires == t:       # not a stale idle-bin entry: emit (_emit)
+                        flow.state = GONE
+                        tab = flow.tab
+                        tab.pop(flow.fkey, None)
+                        if flow.rkey != flow.fkey:
+                            tab.pop(flow.rkey, None)
+                        emitted.append(flow.rec)
+                        nemitted += 1
                     continue
                 if state != ACTIVE and state != IGNORED:
                     continue
@@ -488,13 +498,18 @@ class FlowTable:
                     self._complete(flow, t)
                 else:
                     self._forget(flow)
+        self.ct.emitted += nemitted
         self.next_tick = heap[0] - 1.0 if heap else math.inf
 
     def _complete(self, flow, now):
         """Move an active flow to expiring; it is emitted when bin ``now + expiry`` comes up."""
         flow.state = EXPIRING
-        flow.expires = math.ceil(now + self.expiry_timeout)
-        self._schedule(flow.expires, flow)
+        t = flow.expires = math.ceil(now + self.expiry_timeout)
+        b = self.bins.get(t)
+        if b is None:
+            self._schedule(t, flow)
+        else:
+            b.append(flow)
 
     def _forget(self, flow):
         flow.state = GONE
@@ -564,8 +579,9 @@ class FlowTable:
         for v in (v4t, v4u, v6t, v6u, tcpv, udpv):
             v.buf = pkts
         eth4, eth6, hdr4, hdr6 = _ETH4, _ETH6, _HDR4, _HDR6
-        hlen, ns, tc6hi, tc6lo, unfragmented = (_TCP_HLEN, _TCP_NS, _TC6_HI, _TC6_LO,
-                                                 _UNFRAGMENTED)
+        hlen4, hlen6, ns, tc6hi, tc6lo = _TCP_HLEN4, _TCP_HLEN6, _TCP_NS, _TC6_HI, _TC6_LO
+        unfragmented = _UNFRAGMENTED
+        lo = 14                             # the link header length (Ethernet)
         packets = META.iter_unpack(meta)
         # the packet count at any point is total - packets.__length_hint__()
         total = ct.packets + len(meta) // META.size
@@ -580,31 +596,31 @@ class FlowTable:
                 self.tick(ts)
                 next_tick = self.next_tick
             # ---- link layer and the fixed IP/transport fields, in one struct call; then
-            # only the plain cases stay here (``left``: bytes captured from the IP header on)
+            # only the plain cases stay here (``lo``: link header length)
             version = 0
             if eth:
-                e0 = pkts[off + 12] if caplen > 14 else 0
-                if e0 == 8 and caplen >= 48:
-                    etype, vb, tc, size, frag, proto, key, doff, flags = eth4(pkts, off)
-                    if etype == 0x0800:
-                        version = 4
-                elif e0 == 0x86 and caplen >= 68:
-                    etype, vb, tc, size, proto, key, doff, flags = eth6(pkts, off)
-                    if etype == 0x86DD:
-                        version = 6
-                left = caplen - 14
+                if caplen >= 48:
+                    e0 = pkts[off + 12]
+                    if e0 == 8:
+                        etype, vb, tc, size, frag, proto, key, doff, flags = eth4(pkts, off)
+                        if etype == 0x0800:
+                            version = 4
+                    elif e0 == 0x86 and caplen >= 68:
+                        etype, vb, tc, size, proto, key, doff, flags = eth6(pkts, off)
+                        if etype == 0x86DD:
+                            version = 6
             else:
                 try:
                     ipoff = link(pkts, off, off + caplen)
                 except DissectError:
                     pass
                 else:
-                    left = off + caplen - ipoff
-                    vb = pkts[ipoff] if left > 0 else 0
-                    if vb == 0x45 and left >= 34:
+                    lo = ipoff - off
+                    vb = pkts[ipoff] if lo < caplen else 0
+                    if vb == 0x45 and caplen - lo >= 34:
                         vb, tc, size, frag, proto, key, doff, flags = hdr4(pkts, ipoff)
                         version = 4
-                    elif 0x60 <= vb <= 0x6F and left >= 54:
+                    elif 0x60 <= vb <= 0x6F and caplen - lo >= 54:
                         vb, tc, size, proto, key, doff, flags = hdr6(pkts, ipoff)
                         version = 6
             if version == 4:
@@ -612,33 +628,33 @@ class FlowTable:
                 if vb != 0x45 or frag not in unfragmented:
                     version = 0
                 elif proto == 6:
-                    hl = hlen[doff] + 20
-                    if hl <= size and hl <= left:
-                        tab, run = tcptab, r4t
+                    hl = hlen4[doff]
+                    if hl <= size and hl + lo <= caplen:
+                        tab = tcptab
                         flags += ns[doff]
                     else:
                         version = 0
                 elif proto == 17 and size >= 28:
-                    tab, run = udptab, r4u
+                    tab = udptab
                 else:
                     version = 0
             elif version == 6:
-                # ``size`` read the payload length; no extension header, transport complete
+                # no extension header, transport header complete
+                size += 40                  # the IP length: payload length + fixed header
                 if not 0x60 <= vb <= 0x6F:
                     version = 0
                 elif proto == 6:
-                    hl = hlen[doff]
-                    if hl <= size and hl + 40 <= left:
-                        tab, run = tcptab, r6t
+                    hl = hlen6[doff]
+                    if hl <= size and hl + lo <= caplen:
+                        tab = tcptab
                         flags += ns[doff]
                     else:
                         version = 0
-                elif proto == 17 and size >= 8:
-                    tab, run = udptab, r6u
+                elif proto == 17 and size >= 48:
+                    tab = udptab
                 else:
                     version = 0
                 if version:
-                    size += 40
                     tc = tc6hi[vb] + tc6lo[tc]
             if not version:
                 ct.packets = total - packets.__length_hint__()
@@ -685,12 +701,14 @@ class FlowTable:
                         continue
                     rev = False
             rec["last"] = ts
-            if run is None:
-                continue
             # ---- chains: the first falsy return stops this packet and completes the flow
             try:
                 # chains >>>
-                if run(rec, rev, ip, tv, size, tc, flags):
+                if proto == 6:
+                    run = r4t if version == 4 else r6t
+                else:
+                    run = r4u if version == 4 else r6u
+                if run is None or run(rec, rev, ip, tv, size, tc, flags):
                     continue
                 # <<< chains
             except Exception as err:            # a chain bug must not stop the observer
