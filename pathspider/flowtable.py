@@ -117,11 +117,35 @@ def compose_chains(ip_fns, l4_fns):
     return env["run"]
 
 
-def compose_new_flow(fns):
-    """Compile the new_flow chain into ``keep(rec, ip)``: the functions joined with ``and``."""
-    env = {"fn_%d" % i: fn for i, fn in enumerate(fns)}
-    calls = ["fn_%d(rec, ip)" % i for i in range(len(fns))]
-    source = "def keep(rec, ip):\n    return %s\n" % (" and ".join(calls) or "True")
+def compose_new_flow(fns, inline=True):
+    """Compile the new_flow chain into ``keep(rec, ip)``: the functions joined with ``and``.
+
+    A function with a new_flow :class:`~pathspider.observer.fastpath.FastPath` form is
+    pasted in instead of being called (``inline``); the result is the same.
+    """
+    linemap = {}                        # line -> function, to name an inlined one that raised
+    env = {"__chain_lines__": linemap}
+    lines = ["def keep(rec, ip):"]
+    for i, fn in enumerate(fns):
+        form = getattr(fn, "fast_path", None) if inline else None
+        if form is not None and not (form.chain == "new_flow" and form.uses <= {"ip"}
+                                     and _merge_env(env, form.env)):
+            form = None
+        if form is None:
+            env["fn_%d" % i] = fn
+            body, result = [], "fn_%d(rec, ip)" % i
+        else:
+            body, result = form.code.splitlines(), form.result
+        if i == len(fns) - 1:
+            body = body + ["return " + result]
+        elif result != "True":
+            body = body + ["if not (%s):" % result, "    return False"]
+        for line in body:
+            lines.append("    " + line)
+            linemap[len(lines)] = fn
+    if not fns:
+        lines.append("    return True")
+    source = "\n".join(lines) + "\n"
     exec(compile(source, "<composed new_flow chain>", "exec"), env)
     return env["keep"]
 
@@ -160,7 +184,7 @@ def _steps(ip_fns, l4_fns, l4_fields, inline, env, names=("ip", "l4"), prefix="f
     items += [(names[1], fn, ("size", "tc") + tuple(l4_fields)) for fn in l4_fns]
     for i, (arg, fn, available) in enumerate(items):
         form = getattr(fn, "fast_path", None) if inline else None
-        if form is not None and not (form.uses <= set(available)
+        if form is not None and not (form.chain == "packet" and form.uses <= set(available)
                                      and form.temporaries.isdisjoint(reserved)
                                      and _merge_env(env, form.env)):
             form = None
@@ -331,6 +355,8 @@ class Flow:
 
 _SWAP4 = struct.Struct("!4s4sHH")       # IPv4 5-tuple key: addresses and ports
 _SWAP6 = struct.Struct("!16s16sHH")     # IPv6 5-tuple key
+_SWAP4_UNPACK, _SWAP4_PACK = _SWAP4.unpack, _SWAP4.pack
+_SWAP6_UNPACK, _SWAP6_PACK = _SWAP6.unpack, _SWAP6.pack
 
 
 def reverse_key(key, _u4=_SWAP4.unpack, _p4=_SWAP4.pack, _u6=_SWAP6.unpack, _p6=_SWAP6.pack):
@@ -400,7 +426,7 @@ class FlowTable:
         self.udp_chain = c["udp"]
         self.l4_chain = c["l4"]
         # one compiled function per packet instead of loops over the chains
-        self._keep = compose_new_flow(self.new_flow_chain)
+        self._keep = compose_new_flow(self.new_flow_chain, inline)
         self.runners = (compile_runner(self.ip4_chain, self.tcp_chain, ("flags",), inline),
                         compile_runner(self.ip4_chain, self.udp_chain, (), inline),
                         compile_runner(self.ip6_chain, self.tcp_chain, ("flags",), inline),
@@ -571,7 +597,7 @@ class FlowTable:
         slow = self._slow_packet
         tcptab, udptab = self.tabs[6], self.tabs[17]
         new_flow = self._new_flow
-        complete = self._complete
+        bins, expiry = self.bins, self.expiry_timeout
         r4t, r4u, r6t, r6u = (r and r.run for r in self.runners)
         views = self._views
         v4t, v4u, v6t, v6u = self._v4t, self._v4u, self._v6t, self._v6u
@@ -717,9 +743,15 @@ class FlowTable:
                 self._log_error("in a chain function", err)
                 continue
             flow = (v or tab[key])[2]
-            if flow.state == ACTIVE:
-                complete(flow, ts)
-                next_tick = self.next_tick
+            if flow.state == ACTIVE:        # complete the flow (what _complete does)
+                flow.state = EXPIRING
+                t = flow.expires = math.ceil(ts + expiry)
+                b = bins.get(t)
+                if b is None:
+                    self._schedule(t, flow)
+                    next_tick = self.next_tick
+                else:
+                    b.append(flow)
         ct.packets = total
 
     def process_packet(self, buf, ts):
@@ -895,10 +927,19 @@ class FlowTable:
             self.ct.chain_errors += 1
             self._log_error("in a new_flow chain function", err)
             return None
-        if quoted:                          # the ICMP error's direction is the forward one
-            fkey, rkey = reverse_key(key), key
+        n = len(key)
+        if n == 12:                         # a 5-tuple: what reverse_key does
+            src, dst, sp, dp = _SWAP4_UNPACK(key)
+            other = _SWAP4_PACK(dst, src, dp, sp)
+        elif n == 36:
+            src, dst, sp, dp = _SWAP6_UNPACK(key)
+            other = _SWAP6_PACK(dst, src, dp, sp)
         else:
-            fkey, rkey = key, reverse_key(key)
+            other = reverse_key(key)
+        if quoted:                          # the ICMP error's direction is the forward one
+            fkey, rkey = other, key
+        else:
+            fkey, rkey = key, other
         if keep:
             flow = Flow(rec, ACTIVE, tab, fkey, rkey, seq)
             self.ct.flows += 1

@@ -30,6 +30,7 @@ import logging
 import queue as _queue
 import time
 
+from pathspider.dissector import endpoints
 from pathspider.flowtable import FlowTable
 from pathspider.observer.fastpath import fast_path
 from pathspider.packetsource import PacketSource, PacketSourceError
@@ -220,20 +221,35 @@ def extract_ports(ip):
     return None, None
 
 
+_ZERO_COUNTERS = {"pkt_fwd": 0, "pkt_rev": 0, "oct_fwd": 0, "oct_rev": 0}
+
+
+def _endpoints_without_shortcut(rec, ip):
+    """basic_flow's fields for a view without ``endpoints`` (not from our dissector)."""
+    rec["sip"] = str(ip.src_prefix)
+    rec["dip"] = str(ip.dst_prefix)
+    rec["sp"], rec["dp"] = extract_ports(ip)
+
+
+@fast_path(chain="new_flow", uses=("ip",),
+           env={"basic_flow_zero": _ZERO_COUNTERS, "basic_flow_endpoints": endpoints,
+                "basic_flow_fallback": _endpoints_without_shortcut}, code="""
+    try:        # ip.endpoints without the property call
+        rec["sip"], rec["dip"], rec["sp"], rec["dp"] = basic_flow_endpoints(ip)
+    except AttributeError:
+        basic_flow_fallback(rec, ip)
+    rec["proto"] = ip.proto
+    rec.update(basic_flow_zero)
+""")
 def basic_flow(rec, ip):
     """new_flow chain: addresses, protocol and ports of the first packet; zero counters."""
     try:        # the dissector's shortcut for str(ip.src_prefix), ..., extract_ports(ip)
         rec["sip"], rec["dip"], rec["sp"], rec["dp"] = ip.endpoints
     except AttributeError:
-        rec["sip"] = str(ip.src_prefix)
-        rec["dip"] = str(ip.dst_prefix)
-        rec["sp"], rec["dp"] = extract_ports(ip)
+        _endpoints_without_shortcut(rec, ip)
     rec["proto"] = ip.proto
     rec.update(_ZERO_COUNTERS)
     return True
-
-
-_ZERO_COUNTERS = {"pkt_fwd": 0, "pkt_rev": 0, "oct_fwd": 0, "oct_rev": 0}
 
 
 @fast_path(uses=("size",), code="""

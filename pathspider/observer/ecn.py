@@ -56,14 +56,17 @@ SPLIT_FIELDS = tuple(f'ecn_{n}_{kind}_{d}' for n in ('ect0', 'ect1', 'ce')
                      for kind in ('syn', 'data') for d in ('fwd', 'rev'))
 
 
+_ECN_FIELDS = {'fwd_ez': False, 'fwd_eo': False, 'fwd_ce': False,
+               'rev_ez': False, 'rev_eo': False, 'rev_ce': False}
+
+
+@fast_path(chain="new_flow", env={"ecn_setup_fields": _ECN_FIELDS}, code="""
+    rec.update(ecn_setup_fields)
+""")
 def ecn_setup(rec, ip):
     """new_flow: initialise the six 1.0 ECN flags; never vetoes the flow."""
     rec.update(_ECN_FIELDS)
     return True
-
-
-_ECN_FIELDS = {'fwd_ez': False, 'fwd_eo': False, 'fwd_ce': False,
-               'rev_ez': False, 'rev_eo': False, 'rev_ce': False}
 
 
 # The field set by each traffic class value, per direction (for the inline form below).

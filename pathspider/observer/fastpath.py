@@ -19,6 +19,10 @@ A form is written over these local names, nothing else:
     ``tcp.flags`` (12 bits); only in the TCP chain, so a form that uses it is inlined only
     there (and called normally anywhere else).
 
+A form for a ``new_flow`` chain function (``chain="new_flow"``) reads ``rec`` and ``ip`` (the
+IP header view of the flow's first packet) instead; it is pasted into the flow table's
+composed new_flow chain, for every packet that starts a flow.
+
 ``code`` is a block of statements (may be empty), ``result`` an expression for the function's
 return value, evaluated after ``code``. Names the form needs from its module go in ``env``; its
 own temporaries must start with the function's name (``tcp_handshake_rs``) so that forms
@@ -29,41 +33,47 @@ tests run every form against its function (``tests/observer_core``).
 
 import textwrap
 
-__all__ = ["FastPath", "fast_path", "FAST_NAMES"]
+__all__ = ["FastPath", "fast_path", "FAST_NAMES", "NEW_FLOW_NAMES"]
 
-#: Names a form may read, and the chain lists where each is available.
+#: Names a per-packet form may read (``flags`` only in the TCP chain).
 FAST_NAMES = ("rec", "rev", "size", "tc", "flags")
+#: Names a new_flow form may read.
+NEW_FLOW_NAMES = ("rec", "ip")
 
 
 class FastPath:
     """The inline form of one chain function (see the module docstring)."""
 
-    __slots__ = ("code", "result", "uses", "env", "temporaries")
+    __slots__ = ("code", "result", "uses", "env", "chain", "temporaries")
 
-    def __init__(self, code="", result="True", uses=(), env=None):
+    def __init__(self, code="", result="True", uses=(), env=None, chain="packet"):
+        if chain not in ("packet", "new_flow"):
+            raise ValueError("chain must be 'packet' or 'new_flow', not %r" % (chain,))
         self.code = textwrap.dedent(code).strip("\n")
         self.result = result
         self.uses = frozenset(uses)
         self.env = dict(env or {})
+        self.chain = chain
         # the local names the form assigns (compiling it also checks its syntax early)
+        names = FAST_NAMES if chain == "packet" else NEW_FLOW_NAMES
         body = (self.code + "\n" if self.code else "") + "return " + result
-        source = "def form(%s):\n%s\n" % (", ".join(FAST_NAMES),
-                                          textwrap.indent(body, "    "))
+        source = "def form(%s):\n%s\n" % (", ".join(names), textwrap.indent(body, "    "))
         namespace = {}
         exec(compile(source, "<fast path form>", "exec"), namespace)
-        self.temporaries = frozenset(namespace["form"].__code__.co_varnames) - set(FAST_NAMES)
+        self.temporaries = frozenset(namespace["form"].__code__.co_varnames) - set(names)
 
     def __repr__(self):
         return "FastPath(uses=%s, result=%r)" % (sorted(self.uses), self.result)
 
 
-def fast_path(code="", result="True", uses=(), env=None):
+def fast_path(code="", result="True", uses=(), env=None, chain="packet"):
     """Decorator: attach a :class:`FastPath` form to a chain function (``fn.fast_path``).
 
-    ``uses`` lists the field names of :data:`FAST_NAMES` beyond ``rec`` and ``rev`` that the
-    form reads; the flow table inlines it only where all of them are available.
+    ``uses`` lists the names of :data:`FAST_NAMES` (or :data:`NEW_FLOW_NAMES` for
+    ``chain="new_flow"``) beyond ``rec`` and ``rev`` that the form reads; the flow table
+    inlines it only where all of them are available, and only in a chain of its kind.
     """
-    form = FastPath(code, result, uses, env)
+    form = FastPath(code, result, uses, env, chain)
 
     def attach(fn):
         fn.fast_path = form

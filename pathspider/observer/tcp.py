@@ -68,14 +68,17 @@ _FIN_OR_RST = tuple(bool(flags & _FIN_RST) for flags in range(0x1000))
 """Indexed by the 12-bit flags: is FIN or RST set? (A table lookup is cheaper than ``&``.)"""
 
 
+_TCP_FIELDS = {'fwd_syn_flags': None, 'rev_syn_flags': None, 'fwd_fin': False,
+               'rev_fin': False, 'fwd_rst': False, 'rev_rst': False, 'tcp_connected': False}
+
+
+@fast_path(chain="new_flow", env={"tcp_setup_fields": _TCP_FIELDS}, code="""
+    rec.update(tcp_setup_fields)
+""")
 def tcp_setup(rec, ip):
     """new_flow: initialise the handshake and teardown fields; never vetoes the flow."""
     rec.update(_TCP_FIELDS)
     return True
-
-
-_TCP_FIELDS = {'fwd_syn_flags': None, 'rev_syn_flags': None, 'fwd_fin': False,
-               'rev_fin': False, 'fwd_rst': False, 'rev_rst': False, 'tcp_connected': False}
 
 
 @fast_path(uses=("flags",), env={"TCP_SYN": TCP_SYN, "TCP_ACK": TCP_ACK}, code="""

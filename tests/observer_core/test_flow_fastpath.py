@@ -14,7 +14,7 @@ from core_craft import mk
 from pathspider.flowtable import FlowTable, compile_runner, specialise_process
 from pathspider.observer import basic_count, basic_flow
 from pathspider.observer.ecn import ecn_code, ecn_setup
-from pathspider.observer.fastpath import FAST_NAMES, FastPath
+from pathspider.observer.fastpath import FAST_NAMES, NEW_FLOW_NAMES, FastPath
 from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
 
 C4, S4, C6, S6 = mk.C4, mk.S4, mk.C6, mk.S6
@@ -37,9 +37,12 @@ def inlinable_functions():
 def test_the_library_forms_are_found_and_well_formed():
     forms = inlinable_functions()
     assert {"basic_count", "ecn_code", "tcp_handshake", "tcp_complete"} <= set(forms)
+    assert {"basic_flow", "tcp_setup", "ecn_setup"} <= set(forms)
     for fn in forms.values():
         form = fn.fast_path
-        assert form.uses <= set(FAST_NAMES), fn
+        names = FAST_NAMES if form.chain == "packet" else NEW_FLOW_NAMES
+        assert form.uses <= set(names), fn
+        assert fn.__code__.co_argcount == (3 if form.chain == "packet" else 2), fn
         compile(form.code + "\n", fn.__name__, "exec")      # valid on its own
         compile(form.result, fn.__name__, "eval")
 
@@ -149,6 +152,16 @@ def test_the_specialised_process_pastes_the_chains_and_is_cached():
     fn, views = specialise_process((mine,), (), (), ())
     assert views and "fn4t_0(rec, ip, rev)" in "".join(linecache.getlines(
         fn.__code__.co_filename))
+
+
+def test_forms_are_only_pasted_into_chains_of_their_kind():
+    # a new_flow form in a packet chain (or the reverse) is called, and fails as when called
+    run = compile_runner([tcp_setup], [], ())
+    assert run.views and "fn_0(rec, ip, rev)" in run.source
+    for inline in (True, False):
+        t = FlowTable(RAW, {"new_flow": [basic_count], "ip4": [tcp_setup]}, inline=inline)
+        t.process_packet(mk.tcp4(C4, S4, 1, 2, mk.SYN), 1.0)
+        assert t.ct.chain_errors == 1 and t.ct.flows == 0
 
 
 def test_a_completed_flow_still_stops_the_functions_after_tcp_complete():
