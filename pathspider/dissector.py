@@ -273,22 +273,26 @@ def endpoints(ip):
     The addresses as ``str(ip.src_prefix)`` writes them, the ports as :func:`_ports` gives
     them. A plain function too, so that ``basic_flow`` pays no property call: with the
     transport view built and right after the fixed IP header, one struct call reads all four.
+    (The two branches are alike on purpose: each attribute read then sees one view class,
+    which CPython's specialisation needs when IPv4 and IPv6 flows alternate.)
     """
     text = _TEXT.get
-    buf, off = ip.buf, ip.off
-    proto = ip.proto
-    view = ip._tcp if proto == PROTO_TCP else ip._udp if proto == PROTO_UDP else None
-    if ip.version == 4:
+    if type(ip) is IP4:
+        buf, off, proto = ip.buf, ip.off, ip.proto
+        view = ip._tcp if proto == PROTO_TCP else ip._udp if proto == PROTO_UDP else None
         if view and view.off == off + 20:
             src, dst, sp, dp = _ENDS4(buf, off + 12)
         else:
             src, dst = buf[off + 12:off + 16], buf[off + 16:off + 20]
             sp, dp = _ports(ip)
-    elif view and view.off == off + 40:
-        src, dst, sp, dp = _ENDS6(buf, off + 8)
     else:
-        src, dst = buf[off + 8:off + 24], buf[off + 24:off + 40]
-        sp, dp = _ports(ip)
+        buf, off, proto = ip.buf, ip.off, ip.proto
+        view = ip._tcp if proto == PROTO_TCP else ip._udp if proto == PROTO_UDP else None
+        if view and view.off == off + 40:
+            src, dst, sp, dp = _ENDS6(buf, off + 8)
+        else:
+            src, dst = buf[off + 8:off + 24], buf[off + 24:off + 40]
+            sp, dp = _ports(ip)
     return text(src) or _addr_text(src), text(dst) or _addr_text(dst), sp, dp
 
 

@@ -695,30 +695,43 @@ class FlowTable:
                     flow.rec["last"] = ts
                     continue
             if v is None or views:
-                # the reused views (valid during this packet's chain calls only)
+                # the reused views (valid during this packet's chain calls only); each
+                # attribute store sees one view class, so CPython keeps it specialised
                 if eth:
                     ipoff = off + 14
                 end = off + caplen
-                l4 = ipoff + 20 if version == 4 else ipoff + 40
                 ipend = ipoff + size
                 if ipend > end:
                     ipend = end
+                if version == 4:
+                    l4 = ipoff + 20
+                    ip = v4t if proto == 6 else v4u
+                    ip.off = ipoff
+                    ip.end = ipend
+                    ip.l4 = l4
+                    ip.seconds = ts
+                    ip.capend = end
+                    ip.size = size
+                    ip.traffic_class = tc
+                else:
+                    l4 = ipoff + 40
+                    ip = v6t if proto == 6 else v6u
+                    ip.off = ipoff
+                    ip.end = ipend
+                    ip.l4 = l4
+                    ip.seconds = ts
+                    ip.capend = end
+                    ip.size = size
+                    ip.traffic_class = tc
                 if proto == 6:
-                    ip = v4t if version == 4 else v6t
                     tv = tcpv
+                    tv.off = l4
+                    tv.end = ipend
                     tv.flags = flags
                 else:
-                    ip = v4u if version == 4 else v6u
                     tv = udpv
-                ip.off = ipoff
-                ip.end = ipend
-                ip.l4 = l4
-                ip.seconds = ts
-                ip.capend = end
-                ip.size = size
-                ip.traffic_class = tc
-                tv.off = l4
-                tv.end = ipend
+                    tv.off = l4
+                    tv.end = ipend
                 if v is None:
                     ct.packets = total - packets.__length_hint__()
                     rec = new_flow(ip, ts, tab, key, False)
