@@ -28,13 +28,19 @@ internal keys (#17); vetoed flows are forgotten after ``idle_timeout`` without p
 of being remembered for the whole run; a chain function that raises is logged and counted,
 the Observer goes on.
 
-Cost per packet: one ``struct`` call to read the headers of a plain TCP/UDP packet, one dict
-lookup with a raw-bytes key (each flow is stored under its forward and its reverse key, with
-the direction in the entry), header views reused from packet to packet, the chains compiled
-into one ``and`` expression (:func:`compose_chains`), no per-packet timer bookkeeping (idle
-timers are re-armed lazily when their bin comes up). Header views handed to chains are only
-valid during the call, as python-libtrace's were (it reused one packet object): store values,
-not views.
+Cost per packet (plain TCP/UDP over IPv4 without options or IPv6 without extension headers):
+one ``struct`` call reads the header fields and the flow key (addresses and ports are
+contiguous in such packets), one dict lookup with that raw-bytes key finds the flow (each flow
+is stored under its forward and its reverse key, with the direction in the entry), no
+per-packet timer bookkeeping (idle timers are re-armed lazily when their bin comes up).
+The chains run without a Python call per function: library functions carry inline forms
+(:mod:`pathspider.observer.fastpath`) that are pasted, together with calls of the other
+functions, into a copy of :meth:`FlowTable.process` made for the table's chains
+(:func:`specialise_process`; :func:`compile_runner` when that copy cannot be made). The
+header views are reused from packet to packet and only filled in when a called function (or
+the new_flow chain) needs them; they are only valid during the call, as python-libtrace's
+were (it reused one packet object): store values, not views. ``benchmarks/observer.py``
+measures the result.
 """
 
 import heapq
@@ -103,7 +109,9 @@ def compose_chains(ip_fns, l4_fns):
     function, then ``fn(rec, l4, rev)`` for each transport function, joined with ``and``.
 
     That is exactly 1.0's short-circuit (the first falsy result is returned and nothing after
-    it runs), without a Python loop per chain: one generated expression, built once per table.
+    it runs), without a Python loop per chain: one generated expression. (The table itself
+    uses :func:`compile_runner` and :func:`specialise_process`, which keep these semantics
+    and paste inline forms.)
     """
     env = {}
     calls = []

@@ -2,10 +2,20 @@
 
 The Observer calls chain functions as ``fn(rec, header, rev)`` (the 1.0 API). For the common
 packets (plain TCP and UDP over IPv4 without options or fragmentation and IPv6 without
-extension headers) the flow table compiles the per-packet chains into one function
-(:func:`pathspider.flowtable.compile_runner`), and a library function that carries a
-:class:`FastPath` form is pasted into it as statements instead of being called: a Python call
-and the header view attribute reads cost more than most chain bodies.
+extension headers) the flow table pastes the per-packet chains into a copy of its packet loop
+(:func:`pathspider.flowtable.specialise_process`, or one runner function per chain pair,
+:func:`pathspider.flowtable.compile_runner`), and a library function that carries a
+:class:`FastPath` form is pasted in as statements instead of being called: a Python call and
+the header view attribute reads cost more than most chain bodies. Functions without a form
+(plugins' own functions) are called as usual, with the header views; both mix freely and the
+1.0 semantics hold (the first falsy result stops the packet's chains and completes the flow,
+an exception is counted and logged with the function's name). Packets off the fast path
+(ICMP, fragments, options, VLAN tags...) always call the functions.
+
+Why: on CPython 3.11 a call of a chain function costs about as much as its body, and reading
+view attributes (properties, and slot reads that see two view classes) more than that; with
+``basic_count`` and the TCP and ECN chains called per packet, the chains took about a third
+of the Observer's time (``benchmarks/observer.py``).
 
 A form is written over these local names, nothing else:
 
