@@ -185,7 +185,9 @@ def _steps(ip_fns, l4_fns, l4_fields, inline, env, names=("ip", "l4"), prefix="f
     if every name it reads is available (``size`` and ``tc`` for all, ``l4_fields`` for the
     transport chain), its globals fit in ``env`` and its temporaries are not ``reserved``;
     any other function is called (as ``<prefix><i>``, added to ``env``) with the header view
-    named ``names[0]`` (IP chain) or ``names[1]`` (transport chain).
+    named ``names[0]`` (IP chain) or ``names[1]`` (transport chain). ``reserved``: the local
+    names of the code the forms are pasted into, which a form must neither assign nor read
+    as a global.
     """
     out = []
     items = [(names[0], fn, ("size", "tc")) for fn in ip_fns]
@@ -194,6 +196,7 @@ def _steps(ip_fns, l4_fns, l4_fields, inline, env, names=("ip", "l4"), prefix="f
         form = getattr(fn, "fast_path", None) if inline else None
         if form is not None and not (form.chain == "packet" and form.uses <= set(available)
                                      and form.temporaries.isdisjoint(reserved)
+                                     and form.globals_read.isdisjoint(reserved)
                                      and _merge_env(env, form.env)):
             form = None
         if form is None:
@@ -252,6 +255,7 @@ _MAX_NESTING = 40
 """More functions with a result to test than this, and the chains stay in a runner call."""
 
 _specialised = {}
+_specialised_count = [0]
 _SPECIALISED_MAX = 64
 
 
@@ -278,40 +282,37 @@ def specialise_process(ip4_fns, ip6_fns, tcp_fns, udp_fns, inline=True):
     linemap = {}
     env = dict(globals())
     env["__chain_lines__"] = linemap
-    blocks = []                         # (condition, [(line, fn), ...])
-    same_ip = tuple(ip4_fns) == tuple(ip6_fns)
-    for cond, ipc, l4c, fields, tag in (
-            ("proto == 6 and version == 4", ip4_fns, tcp_fns, ("flags",), "fn4t_"),
-            ("proto == 6", ip6_fns, tcp_fns, ("flags",), "fn6t_"),
-            ("version == 4", ip4_fns, udp_fns, (), "fn4u_"),
-            ("True", ip6_fns, udp_fns, (), "fn6u_")):
-        if same_ip and tag[2] == "4":
-            continue                    # the IPv6 block serves both versions
-        steps = _steps(ipc, l4c, fields, inline, env, ("ip", "tv"), tag, reserved)
-        if sum(1 for step in steps if step[2] != "True") > _MAX_NESTING:
-            return None
-        if same_ip:
-            cond = "proto == 6" if cond.startswith("proto") else "True"
-        blocks.append((cond, steps))
+    if tuple(ip4_fns) == tuple(ip6_fns):   # one block per transport serves both versions
+        combos = (("if proto == 6:", ip4_fns, tcp_fns, ("flags",), "fnt_"),
+                  ("else:", ip4_fns, udp_fns, (), "fnu_"))
+    else:
+        combos = (("if proto == 6 and version == 4:", ip4_fns, tcp_fns, ("flags",), "fn4t_"),
+                  ("elif proto == 6:", ip6_fns, tcp_fns, ("flags",), "fn6t_"),
+                  ("elif version == 4:", ip4_fns, udp_fns, (), "fn4u_"),
+                  ("else:", ip6_fns, udp_fns, (), "fn6u_"))
     lines = list(head)
     views = False
-    for i, (cond, steps) in enumerate(blocks):
+    for branch, ipc, l4c, fields, prefix in combos:
+        steps = _steps(ipc, l4c, fields, inline, env, ("ip", "tv"), prefix, reserved)
+        if sum(1 for step in steps if step[2] != "True") > _MAX_NESTING:
+            return None
         views = views or any(step[3] for step in steps)
-        if cond == "True":
-            lines.append(indent + "else:" if i else indent + "if True:")
-        else:
-            lines.append(indent + ("elif %s:" if i else "if %s:") % cond)
+        lines.append(indent + branch)
         for line, fn in _chain_block(steps):
             lines.append(indent + "    " + line)
             if fn is not None:
                 linemap[len(lines)] = fn
     lines += tail
     source = "\n".join(lines) + "\n"
-    filename = "<composed process #%d>" % (len(_specialised) + 1)
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    _specialised_count[0] += 1
+    filename = "<composed process #%d>" % _specialised_count[0]
     exec(compile(source, filename, "exec"), env)
     if len(_specialised) >= _SPECIALISED_MAX:
+        for fn, _ in _specialised.values():
+            linecache.cache.pop(fn.__code__.co_filename, None)
         _specialised.clear()
+    # tracebacks through the copy show its lines
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     result = _specialised[cache_key] = (env["process"], views)
     return result
 

@@ -41,6 +41,7 @@ does for such a packet, in the same order (the same record writes, the same exce
 tests run every form against its function (``tests/observer_core``).
 """
 
+import dis
 import textwrap
 
 __all__ = ["FastPath", "fast_path", "FAST_NAMES", "NEW_FLOW_NAMES"]
@@ -54,7 +55,7 @@ NEW_FLOW_NAMES = ("rec", "ip")
 class FastPath:
     """The inline form of one chain function (see the module docstring)."""
 
-    __slots__ = ("code", "result", "uses", "env", "chain", "temporaries")
+    __slots__ = ("code", "result", "uses", "env", "chain", "temporaries", "globals_read")
 
     def __init__(self, code="", result="True", uses=(), env=None, chain="packet"):
         if chain not in ("packet", "new_flow"):
@@ -70,7 +71,10 @@ class FastPath:
         source = "def form(%s):\n%s\n" % (", ".join(names), textwrap.indent(body, "    "))
         namespace = {}
         exec(compile(source, "<fast path form>", "exec"), namespace)
-        self.temporaries = frozenset(namespace["form"].__code__.co_varnames) - set(names)
+        code = namespace["form"].__code__
+        self.temporaries = frozenset(code.co_varnames) - set(names)
+        self.globals_read = frozenset(i.argval for i in dis.get_instructions(code)
+                                      if i.opname == "LOAD_GLOBAL")
 
     def __repr__(self):
         return "FastPath(uses=%s, result=%r)" % (sorted(self.uses), self.result)

@@ -1,6 +1,7 @@
 """Inline forms of chain functions (pathspider.observer.fastpath): a table that pastes them into
 its compiled runners must give exactly what a table that calls the functions gives: the same
 records (field order included), the same counters, the same completions and errors."""
+import builtins
 import importlib
 import linecache
 import logging
@@ -14,7 +15,7 @@ from core_craft import mk
 from pathspider.flowtable import FlowTable, compile_runner, specialise_process
 from pathspider.observer import basic_count, basic_flow
 from pathspider.observer.ecn import ecn_code, ecn_setup
-from pathspider.observer.fastpath import FAST_NAMES, NEW_FLOW_NAMES, FastPath
+from pathspider.observer.fastpath import FAST_NAMES, NEW_FLOW_NAMES, FastPath, fast_path
 from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
 
 C4, S4, C6, S6 = mk.C4, mk.S4, mk.C6, mk.S6
@@ -45,6 +46,8 @@ def test_the_library_forms_are_found_and_well_formed():
         assert fn.__code__.co_argcount == (3 if form.chain == "packet" else 2), fn
         compile(form.code + "\n", fn.__name__, "exec")      # valid on its own
         compile(form.result, fn.__name__, "eval")
+        assert form.globals_read <= set(form.env) | set(dir(builtins)), fn
+        assert all(t.startswith(fn.__name__) for t in form.temporaries), fn
 
 
 def _chains(order):
@@ -152,6 +155,20 @@ def test_the_specialised_process_pastes_the_chains_and_is_cached():
     fn, views = specialise_process((mine,), (), (), ())
     assert views and "fn4t_0(rec, ip, rev)" in "".join(linecache.getlines(
         fn.__code__.co_filename))
+
+
+def test_a_form_clashing_with_the_loop_locals_is_called_instead():
+    @fast_path(code="key = None")                   # would overwrite the loop's flow key
+    def clobbers(rec, tcp, rev):
+        return True
+
+    @fast_path(result="ts > 0")                     # reads the loop's local, not a global
+    def peeks(rec, tcp, rev):
+        return True
+
+    for fn in (clobbers, peeks):
+        special, views = specialise_process((), (), (fn,), ())
+        assert views, fn                            # called, with the views
 
 
 def test_forms_are_only_pasted_into_chains_of_their_kind():
