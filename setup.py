@@ -30,7 +30,7 @@ setup(
         "pcapy-ng>=1.0.9",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "wheel"],
+        "test": ["pytest>=7", "hypothesis>=6", "setuptools", "wheel"],
     },
     entry_points={
         "console_scripts": ["pathspider = pathspider.run:handle_args_wrapper"],

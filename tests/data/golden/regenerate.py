@@ -26,6 +26,7 @@ and any chain function that raised (exit status 1). Review the diff of the ``.js
 before committing.
 """
 import argparse
+import inspect
 import json
 import os
 import select
@@ -321,7 +322,7 @@ def scenario(name, chains, expect, link='ether', fmt='pcap', description=''):
     [(time, outbound, packet)] tuples; ``expect`` are hand-written partial records."""
     def register(fn):
         SCENARIOS[name] = dict(build=fn, chains=chains, expect=expect, link=link, fmt=fmt,
-                               description=description or (fn.__doc__ or '').strip())
+                               description=description or inspect.cleandoc(fn.__doc__ or ''))
         return fn
     return register
 
