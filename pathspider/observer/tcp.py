@@ -31,6 +31,7 @@ offset), never from the captured bytes, so Ethernet padding on short frames is n
 data (2.0's DSCP chain misclassified padded control segments this way).
 """
 
+from pathspider.dissector import parse_tcp_options
 from pathspider.observer.fastpath import fast_path
 
 TCP_CWR = 0x80
@@ -137,26 +138,13 @@ def option_bytes(tcp):
 def iter_options(buf):
     """Yield ``(kind, value)`` for every option in ``buf`` (raw option bytes), in order.
 
-    NOP is skipped, EOL ends the list. A length byte below 2 (which would loop forever in the
+    The parsing is the dissector's (:func:`pathspider.dissector.parse_tcp_options`): NOP is
+    skipped, EOL ends the list, and a length byte below 2 (which would loop forever in the
     reference parsers), a missing length byte, or a length running past the end of ``buf``
     (truncated option) ends parsing silently: what was parsed before is kept.
     """
-    i = 0
-    n = len(buf)
-    while i < n:
-        kind = buf[i]
-        if kind == TO_EOL:
-            return
-        if kind == TO_NOP:
-            i += 1
-            continue
-        if i + 1 >= n:
-            return
-        length = buf[i + 1]
-        if length < 2 or i + length > n:
-            return
-        yield kind, bytes(buf[i + 2:i + length])
-        i += length
+    for kind, value in parse_tcp_options(buf):
+        yield kind, bytes(value)
 
 
 def tcp_options(tcp):
