@@ -67,8 +67,9 @@ def observer_main(observer, flowqueue, irqueue, status, log_level):
 class ObserverRunner:
     """Starts the Observer process, pumps its flows to ``deliver`` and watches its health.
 
-    ``deliver(item)`` is called from the pump thread with each flow dict and, once, with
-    ``SHUTDOWN_SENTINEL`` when the stream has ended (normally or because the child died).
+    ``deliver(flows)`` is called from the pump thread with each batch (a list) of flow dicts as
+    the Observer sent it and, once, with ``SHUTDOWN_SENTINEL`` when the stream has ended
+    (normally or because the child died).
     """
 
     def __init__(self, observer, deliver, on_failure):
@@ -144,12 +145,11 @@ class ObserverRunner:
         while True:
             item = get()
             if type(item) is list:
-                for flow in item:
-                    deliver(flow)
+                deliver(item)
             elif isinstance(item, str) and item == SHUTDOWN_SENTINEL:
                 break
             else:
-                deliver(item)
+                deliver([item])
         self._stream_ended.set()
         deliver(SHUTDOWN_SENTINEL)
 

@@ -32,7 +32,7 @@ log = logging.getLogger("pathspider.engine")
 
 # Tags of the items on ``resqueue`` (the merger's single inbox).
 _RESULTS = 0        # a tuple of plugin results
-_FLOW = 1           # one Observer flow record
+_FLOWS = 1          # a list of Observer flow records
 _FLOWS_END = 2      # the Observer stream has ended
 _RESULTS_END = 3    # every worker and completer has finished
 
@@ -210,7 +210,7 @@ class Spider:
                                     "observer (see the error logged above)")
             self.merger_state = Merger(self._merge_safely, reap_size=self._reap_size(),
                                        match_flows=getattr(self.observer, "emits_flows", True))
-            self.observer_runner = ObserverRunner(self.observer, self._deliver_flow,
+            self.observer_runner = ObserverRunner(self.observer, self._deliver_flows,
                                                   self._observer_failed)
             try:
                 self.observer_runner.start()
@@ -400,8 +400,9 @@ class Spider:
             if tag == _RESULTS:
                 for res in item:
                     state.add_result(res)
-            elif tag == _FLOW:
-                state.add_flow(item)
+            elif tag == _FLOWS:
+                for flow in item:
+                    state.add_flow(flow)
             else:
                 ended.add(tag)
         state.finish()
@@ -419,11 +420,11 @@ class Spider:
     def _reap_size(self):
         return max(10000, self.worker_count * 200)
 
-    def _deliver_flow(self, flow):
-        if isinstance(flow, str) and flow == SHUTDOWN_SENTINEL:
+    def _deliver_flows(self, flows):
+        if isinstance(flows, str) and flows == SHUTDOWN_SENTINEL:
             self.resqueue.put((_FLOWS_END, None))
         else:
-            self.resqueue.put((_FLOW, flow))
+            self.resqueue.put((_FLOWS, flows))
 
     def _merge_safely(self, flow, res):
         try:
