@@ -6,7 +6,7 @@ imports its runtime dependencies.
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).resolve().parent
 VERSION = re.search(r'__version__ = "([^"]+)"',
@@ -20,8 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     license="GPL-2.0-or-later",
     python_requires=">=3.11",
-    packages=["pathspider", "pathspider.plugins", "pathspider.observer",
-              "pathspider.network", "pathspider.util", "pathspider.lab"],
+    packages=find_packages(include=["pathspider", "pathspider.*"]),
     include_package_data=True,
     install_requires=[
         "straight.plugin>=1.5",
@@ -33,7 +32,7 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "setuptools", "wheel"],
     },
     entry_points={
-        "console_scripts": ["pathspider = pathspider.run:handle_args_wrapper"],
+        "console_scripts": ["pathspider = pathspider.cli.main:handle_args_wrapper"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

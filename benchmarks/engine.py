@@ -18,7 +18,7 @@ import time
 
 from pathspider.base import NO_FLOW, SynchronizedSpider
 from pathspider.observer.dummy import Observer as DummyObserver
-from pathspider.output import write_records
+from pathspider.engine.output import write_records
 
 Result = collections.namedtuple("Result", ["ip", "port", "config"])
 

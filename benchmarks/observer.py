@@ -36,7 +36,7 @@ import make_pcaps as mk  # noqa: E402  (the struct packet crafter of the test ca
 
 import pcapy  # noqa: E402
 
-from pathspider.flowtable import FlowTable  # noqa: E402
+from pathspider.observer.flowtable import FlowTable  # noqa: E402
 from pathspider.observer import Observer, basic_count, basic_flow  # noqa: E402
 
 try:

@@ -1,17 +1,19 @@
 """The 1.0 plugin API: everything a PATHspider 1.0 plugin imports from ``pathspider.base``.
 
-The engine lives in focused modules (:mod:`pathspider.spider` for the lifecycle,
-:mod:`pathspider.sync` and :mod:`pathspider.desync` for the two spider models,
-:mod:`pathspider.merger` for flow/result matching); this module keeps 1.0's names in 1.0's place.
+Only re-exports: the engine lives in :mod:`pathspider.engine` (:mod:`~pathspider.engine.spider`
+for the lifecycle, :mod:`~pathspider.engine.sync` and :mod:`~pathspider.engine.desync` for the
+two spider models), the shared values in :mod:`pathspider.constants`. ``utc_now_text`` (the
+1.0 timestamp text of ``tstart``/``tstop``) is an addition for plugins.
 """
 
+from pathspider.client.tcpclient import utc_now_text
 from pathspider.constants import (NO_FLOW, NO_RESULT, QUEUE_SIZE, QUEUE_SLEEP,
                                   SHUTDOWN_SENTINEL, Conn, Connection)
-from pathspider.desync import DesynchronizedSpider
-from pathspider.spider import PluggableSpider, Spider
-from pathspider.sync import SemaphoreN, SynchronizedSpider
+from pathspider.engine.desync import DesynchronizedSpider
+from pathspider.engine.spider import PluggableSpider, Spider
+from pathspider.engine.sync import SemaphoreN, SynchronizedSpider
 from pathspider.version import __version__
 
 __all__ = ["Spider", "SynchronizedSpider", "DesynchronizedSpider", "PluggableSpider",
            "Conn", "Connection", "NO_FLOW", "NO_RESULT", "SHUTDOWN_SENTINEL", "SemaphoreN",
-           "QUEUE_SIZE", "QUEUE_SLEEP", "__version__"]
+           "QUEUE_SIZE", "QUEUE_SLEEP", "utc_now_text", "__version__"]

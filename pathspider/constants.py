@@ -1,6 +1,9 @@
-"""Values shared by every part of the engine, with their 1.0 names and meanings.
+"""The values the parts of pathspider pass between them, with their 1.0 names and meanings.
 
-They are re-exported by :mod:`pathspider.base`, where 1.0 plugins import them from.
+Every part may import this module (it imports nothing of pathspider): the engine puts
+``SHUTDOWN_SENTINEL`` on its queues and the Observer ends its flow stream with it; the client
+and the plugins report ``Conn`` states in ``Connection`` tuples; the merger passes ``NO_FLOW``.
+1.0 plugins import them from :mod:`pathspider.base`, which re-exports them.
 """
 
 import collections

@@ -36,7 +36,6 @@ if [ -z "${DEMO_SKIP_INSTALL:-}" ]; then
   bash scripts/install.sh
 fi
 pathspider="$here/.venv/bin/pathspider"
-python="$here/.venv/bin/python"
 
 targets="$(mktemp --suffix=.csv)"
 cleanup() {
@@ -61,7 +60,7 @@ echo "== measuring ECN (pathspider -i eth0 ecn --timeout $timeout) from the lab 
 
 echo >&2
 echo "== per impairment class: targets, connections that worked without and with ECN, ..." >&2
-"$python" -m pathspider.util.summary --plugin ecn --group lab --by-family "$results"
+"$pathspider" summary --plugin ecn --group lab --by-family "$results"
 echo >&2
 echo "raw results: $results ($(wc -l <"$results") records, one per connection;" \
      "see docs/plugins/ecn.md)" >&2

@@ -1,30 +1,5 @@
-"""Network interface checks (1.0: ``pathspider.network.interface_up``)."""
+"""PATHspider 1.0's path of ``interface_up``; it lives in :mod:`pathspider.engine.interfaces`."""
 
-import logging
-import socket
+from pathspider.engine.interfaces import interface_up
 
-log = logging.getLogger("pathspider.network")
-
-IFF_UP = 0x1
-
-
-def interface_up(ifname):
-    """True if the interface ``ifname`` exists and is up.
-
-    1.0 required operstate ``UP``, which rejected tun devices and loopback (their operstate is
-    ``UNKNOWN``); here an administratively up interface whose operstate is ``UP`` or ``UNKNOWN``
-    counts as up.
-    """
-    try:
-        index = socket.if_nametoindex(ifname)
-    except OSError:
-        return False
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        links = ipr.get_links(index)
-    if not links:
-        return False
-    link = links[0]
-    operstate = link.get_attr("IFLA_OPERSTATE")
-    return bool(link["flags"] & IFF_UP) and operstate in ("UP", "UNKNOWN")
+__all__ = ["interface_up"]

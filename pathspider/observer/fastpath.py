@@ -3,8 +3,8 @@
 The Observer calls chain functions as ``fn(rec, header, rev)`` (the 1.0 API). For the common
 packets (plain TCP and UDP over IPv4 without options or fragmentation and IPv6 without
 extension headers) the flow table pastes the per-packet chains into a copy of its packet loop
-(:func:`pathspider.flowtable.specialise_process`, or one runner function per chain pair,
-:func:`pathspider.flowtable.compile_runner`), and a library function that carries a
+(:func:`pathspider.observer.flowtable.specialise_process`, or one runner function per chain pair,
+:func:`pathspider.observer.flowtable.compile_runner`), and a library function that carries a
 :class:`FastPath` form is pasted in as statements instead of being called: a Python call and
 the header view attribute reads cost more than most chain bodies. Functions without a form
 (plugins' own functions) are called as usual, with the header views; both mix freely and the
@@ -38,7 +38,7 @@ return value, evaluated after ``code``. Names the form needs from its module go 
 own temporaries must start with the function's name (``tcp_handshake_rs``) so that forms
 pasted one after the other never share a variable. The form must do exactly what the function
 does for such a packet, in the same order (the same record writes, the same exceptions): the
-tests run every form against its function (``tests/observer_core``).
+tests run every form against its function (``tests/observer``).
 """
 
 import dis

@@ -31,7 +31,7 @@ offset), never from the captured bytes, so Ethernet padding on short frames is n
 data (2.0's DSCP chain misclassified padded control segments this way).
 """
 
-from pathspider.dissector import parse_tcp_options
+from pathspider.observer.dissector import parse_tcp_options
 from pathspider.observer.fastpath import fast_path
 
 TCP_CWR = 0x80
@@ -138,7 +138,7 @@ def option_bytes(tcp):
 def iter_options(buf):
     """Yield ``(kind, value)`` for every option in ``buf`` (raw option bytes), in order.
 
-    The parsing is the dissector's (:func:`pathspider.dissector.parse_tcp_options`): NOP is
+    The parsing is the dissector's (:func:`pathspider.observer.dissector.parse_tcp_options`): NOP is
     skipped, EOL ends the list, and a length byte below 2 (which would loop forever in the
     reference parsers), a missing length byte, or a length running past the end of ``buf``
     (truncated option) ends parsing silently: what was parsed before is kept.

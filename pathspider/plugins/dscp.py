@@ -28,16 +28,15 @@ Differences from PATHspider 1.0 (see ``docs/plugins/dscp.md``):
 import collections
 import logging
 
-from pathspider import sysstate
+from pathspider.client import sysstate
 from pathspider.base import Conn, PluggableSpider, SynchronizedSpider
 from pathspider.observer import Observer, basic_count, basic_flow
 from pathspider.observer.dscp import dscp_extract, dscp_setup  # noqa: F401  (1.0 location)
 from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
 from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
-from pathspider.spider import utc_now_text
-from pathspider.util import reactor, tcpclient
-from pathspider.util.pluginkit import add_timeout_option, merged_record
-from pathspider.util.tcpclient import job_host, job_rank
+from pathspider.client import reactor, tcpclient
+from pathspider.client.pluginkit import add_timeout_option, merged_record
+from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.dscp")
 

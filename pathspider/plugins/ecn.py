@@ -22,22 +22,21 @@ Differences from PATHspider 1.0, each documented in ``docs/plugins/ecn.md``:
   (``sip``, also on unobserved records), the connection state in full (``spdr_state``), the
   HTTP status and the time the handshake took.
 * Changed sysctls are put back when the run ends, however it ends (see
-  :mod:`pathspider.sysstate`).
+  :mod:`pathspider.client.sysstate`).
 """
 import collections
 import logging
 
-from pathspider import sysstate
+from pathspider.client import sysstate
 from pathspider.base import Conn, PluggableSpider, SynchronizedSpider
 from pathspider.observer import Observer, basic_count, basic_flow
 from pathspider.observer.ecn import ecn_code, ecn_setup  # noqa: F401  (1.0 location)
 from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
 from pathspider.observer.tcp import (TCP_ACK, TCP_CWR, TCP_ECE, TCP_SAE, TCP_SAEC, TCP_SYN,
                                      tcp_complete, tcp_handshake, tcp_setup)
-from pathspider.spider import utc_now_text
-from pathspider.util import reactor, tcpclient
-from pathspider.util.pluginkit import add_timeout_option, merged_record
-from pathspider.util.tcpclient import job_host, job_rank
+from pathspider.client import reactor, tcpclient
+from pathspider.client.pluginkit import add_timeout_option, merged_record
+from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.ecn")
 
@@ -92,7 +91,7 @@ def fallback_seen(flow):
             and not last & _ECN_SETUP and flow.get('fwd_syn_count', 0) > 1)
 
 
-# ---- interpretation (used by pathspider.util.summary and the tests) ----------------------------
+# ---- interpretation (used by pathspider.cli.summary and the tests) ----------------------------
 
 def connectivity(baseline, experiment):
     """2.0's connectivity condition from the two records' ``connstate``.

@@ -31,7 +31,7 @@ import collections
 import logging
 import time
 
-from pathspider import sysstate
+from pathspider.client import sysstate
 from pathspider.base import NO_RESULT, Conn, DesynchronizedSpider, PluggableSpider
 from pathspider.observer import Observer, basic_count, basic_flow
 from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
@@ -41,10 +41,9 @@ from pathspider.observer.tcp import (TO_EOL, TO_EXPA, TO_EXPB, TO_FASTOPEN,  # n
                                      tcp_handshake, tcp_setup)
 from pathspider.observer.tfo import (_tfocookie, _tfopacket, _tfosetup,  # noqa: F401
                                      tfo_packet, tfo_setup)
-from pathspider.spider import utc_now_text
-from pathspider.util import tcpclient
-from pathspider.util.pluginkit import add_timeout_option, merged_record
-from pathspider.util.tcpclient import job_host, job_rank
+from pathspider.client import tcpclient
+from pathspider.client.pluginkit import add_timeout_option, merged_record
+from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.tfo")
 

@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from pathspider.base import NO_FLOW
-from pathspider.merger import Merger, canonical_address
+from pathspider.engine.merger import Merger, canonical_address
 
 Res = collections.namedtuple("Res", ["ip", "port", "config"])
 

@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from pathspider.base import NO_FLOW, SynchronizedSpider
-from pathspider.observer_process import ObserverError
-from pathspider.output import write_records
+from pathspider.engine.handoff import ObserverError
+from pathspider.engine.output import write_records
 
 from loopback import LoopbackTargets
 

@@ -7,7 +7,7 @@ import pytest
 
 from pathspider.base import NO_FLOW, Conn, DesynchronizedSpider, SynchronizedSpider
 from pathspider.observer.dummy import Observer as DummyObserver
-from pathspider.output import write_records
+from pathspider.engine.output import write_records
 
 from loopback import LoopbackTargets
 

@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from pathspider.targets import BadTarget, TargetStats, canonical_ip, parse_port, read_targets
+from pathspider.engine.targets import BadTarget, TargetStats, canonical_ip, parse_port, read_targets
 
 
 def test_good_rows_become_1_0_jobs():
@@ -33,7 +33,7 @@ def test_missing_hostname_and_rank_become_empty():
 ])
 def test_bad_rows_are_warned_with_line_number_and_skipped(line, reason, caplog):
     stats = TargetStats()
-    with caplog.at_level(logging.WARNING, logger="pathspider.targets"):
+    with caplog.at_level(logging.WARNING, logger="pathspider.engine.targets"):
         jobs = list(read_targets(["198.18.64.1,80,a,1\n", line + "\n", "198.18.64.2,80,b,2\n"],
                                  stats, source="targets.csv"))
     assert [job[2] for job in jobs] == ["a", "b"]

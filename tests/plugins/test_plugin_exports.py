@@ -5,7 +5,7 @@ import pathspider.observer.ecn as ecn_chain
 import pathspider.observer.tcp as tcp_chain
 import pathspider.observer.tfo as tfo_chain
 from pathspider.base import DesynchronizedSpider, PluggableSpider, SynchronizedSpider
-from pathspider.plugin_loader import load_plugins
+from pathspider.engine.discovery import load_plugins
 
 
 def test_ecn_names():

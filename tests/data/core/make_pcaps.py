@@ -3,7 +3,7 @@
 
 Run ``python tests/data/core/make_pcaps.py`` to regenerate every ``*.pcap``/``*.pcapng`` in
 this directory; the output is deterministic (fixed timestamps, addresses and ports). The
-functions are also imported by the tests in ``tests/observer_core`` to craft packets inline.
+functions are also imported by the tests in ``tests/observer`` to craft packets inline.
 
 Addresses are documentation/benchmarking ones only: 198.18.0.0/15 and 2001:db8::/32.
 """
@@ -229,7 +229,7 @@ def link_types_trace():
 
 
 def mixed_trace():
-    """Edge cases in one Ethernet capture (see tests/observer_core/test_observer_pcaps.py)."""
+    """Edge cases in one Ethernet capture (see tests/observer/test_observer_pcaps.py)."""
     out = []
     t = 2000.0
     # 1. an IPv4 TCP flow answered by an ICMP port... no: a SYN answered by a host unreachable

@@ -1,0 +1,323 @@
+"""One epoll thread that finishes many TCP/HTTP connection attempts at once.
+
+The measurement plugins start a connection in ``connect`` (the SYN leaves while the
+configuration is in force, see :mod:`pathspider.client.tcpclient`) and need its outcome in
+``post_connect``. Waiting for each attempt in its own thread costs several thread wake-ups per
+connection (handshake, request, every reply segment, end) and, with hundreds of threads
+contending for the GIL, that dominated a run's CPU time. Instead the :class:`Reactor` drives
+every attempt to its end from one thread with ``epoll``: it notices the handshake, sends the
+HTTP request, reads the reply, closes the socket and marks the attempt finished; the
+thread running ``post_connect`` wakes up once, when the attempt is finished.
+
+Each attempt has two deadlines: ``timeout`` for the handshake (from the SYN), and ``timeout``
+again for the HTTP exchange (from the moment the connection was established). Deadlines are kept
+in a heap; the reactor sleeps exactly until the next one, and a wake-up ``eventfd`` interrupts
+the sleep when an earlier deadline is added. Nothing polls.
+"""
+import heapq
+import logging
+import os
+import resource
+import select
+import socket
+import threading
+import time
+
+from pathspider.constants import Conn
+from pathspider.client import tcpclient
+
+log = logging.getLogger("pathspider.client.reactor")
+
+_EP_ERR = select.EPOLLERR | select.EPOLLHUP
+#: Edge-triggered, all events at once: one epoll_ctl per connection (no modify, and closing
+#: the socket removes it from the epoll set).
+_EP_ALL = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+_EP_END = select.EPOLLRDHUP | _EP_ERR
+_EP_IN = select.EPOLLIN | _EP_END
+_BUFSIZE = 65536
+#: Most sockets the reactor keeps open at once (fewer if the open-file limit is lower).
+MAX_OPEN = 16384
+_CONNECTING, _SENDING, _READING = range(3)
+_STATUS_BYTES = 64
+
+
+class Job:
+    """What the reactor does with one :class:`tcpclient.Pending` attempt."""
+
+    __slots__ = ("attempt", "request", "timeout", "phase", "deadline", "head", "received",
+                 "http_status", "finished", "_done", "slot")
+
+    def __init__(self, attempt, request, timeout):
+        self.slot = None                # the reactor's semaphore, if a slot was reserved
+        self.attempt = attempt
+        self.request = request          # bytes to send after the handshake, or None (tcp)
+        self.timeout = timeout
+        self.phase = _CONNECTING
+        self.deadline = attempt.deadline
+        self.head = b""
+        self.received = 0
+        self.http_status = None
+        self.finished = False
+        self._done = threading.Lock()   # held until the attempt is finished (cheaper than an
+        self._done.acquire()            # Event: one C-level lock, no Condition)
+
+    def set_done(self):
+        """Mark the attempt finished and wake the thread waiting in :meth:`wait`."""
+        self.finished = True
+        self._done.release()
+
+    def wait(self):
+        """Block until the reactor finished the attempt (bounded by its deadlines)."""
+        if not self.finished:
+            limit = (self.attempt.deadline - time.monotonic()) + self.timeout + 5.0
+            if self._done.acquire(timeout=max(limit, 0.1)):
+                self._done.release()
+            else:
+                log.error("reactor did not finish %s within its deadlines", self.attempt.ip)
+        return self
+
+
+class Reactor:
+    """Drives attempts to completion on one daemon thread (started on first use)."""
+
+    def __init__(self, name="reactor", max_open=None):
+        if max_open is None:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            if soft == resource.RLIM_INFINITY:
+                soft = 1 << 20
+            max_open = max(64, min(MAX_OPEN, soft - 512))
+        self.max_open = max_open
+        self._slots = threading.Semaphore(max_open)
+        self._epoll = select.epoll()
+        self._wakefd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wakefd, select.EPOLLIN)
+        self._jobs = {}                 # fd -> Job (touched by the reactor thread only)
+        self._incoming = []             # Jobs handed over by other threads
+        self._lock = threading.Lock()
+        self._next_wake = float("inf")
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ---- called from worker threads ---------------------------------------------------------
+
+    def start(self, ip, port, timeout, request=None):
+        """Start a connection and hand it over: :func:`tcpclient.start_connect` plus
+        :meth:`submit`, after waiting for one of ``max_open`` slots.
+
+        The slot bounds the sockets open at once. Without it, when the machine cannot finish
+        connections as fast as the workers start them, open sockets pile up until the
+        process runs out of file descriptors (connections then fail at once), and the
+        reactor's backlog grows until deadlines expire before their events are handled.
+        Waiting here slows the start of new connections to the pace at which old ones end.
+        """
+        self._slots.acquire()
+        try:
+            attempt = tcpclient.start_connect(ip, port, timeout)
+        except BaseException:
+            self._slots.release()
+            raise
+        return self.submit(attempt, request, timeout, slot=self._slots)
+
+    def submit(self, attempt, request=None, timeout=5.0, slot=None):
+        """Hand an attempt started by :func:`tcpclient.start_connect` to the reactor.
+
+        ``request`` (bytes) is sent once the connection is established and the reply is read
+        until the server closes; without it the connection is closed right after the
+        handshake. Returns a :class:`Job`; ``job.wait()`` blocks until it is finished.
+        """
+        job = Job(attempt, request, timeout)
+        job.slot = slot
+        if attempt.sock is None or attempt.error is not None:
+            self._finish(job, Conn.FAILED)
+            return job
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("reactor is closed")
+            self._incoming.append(job)
+            wake = attempt.deadline < self._next_wake or len(self._incoming) == 1
+        if wake:
+            os.eventfd_write(self._wakefd, 1)
+        return job
+
+    def close(self):
+        """Stop the thread; attempts still open are finished as timed out."""
+        with self._lock:
+            self._closed = True
+        os.eventfd_write(self._wakefd, 1)
+        self._thread.join(10)
+
+    # ---- the reactor thread -----------------------------------------------------------------
+
+    def _run(self):
+        heap = []
+        poll = self._epoll.poll
+        while True:
+            self._take_incoming(heap)
+            now = time.monotonic()
+            while heap and (heap[0][0] <= now or heap[0][2].finished):
+                _, _, job = heapq.heappop(heap)
+                if not job.finished:
+                    self._expired(job, heap, now)
+            with self._lock:
+                if self._closed:
+                    break
+                self._next_wake = heap[0][0] if heap else float("inf")
+                if self._incoming:
+                    continue
+            timeout = max(self._next_wake - time.monotonic(), 0) if heap else -1
+            for fd, events in poll(timeout):
+                if fd == self._wakefd:
+                    try:
+                        os.eventfd_read(self._wakefd)
+                    except BlockingIOError:
+                        pass
+                    continue
+                job = self._jobs.get(fd)
+                if job is not None:
+                    try:
+                        self._event(job, events, heap)
+                    except Exception:       # a bug must not stop every other connection
+                        log.exception("reactor: error handling %s", job.attempt.ip)
+                        if not job.finished:
+                            self._finish(job, Conn.FAILED)
+        for job in list(self._jobs.values()):
+            self._finish(job, Conn.TIMEOUT if job.phase == _CONNECTING else Conn.OK)
+
+    def _take_incoming(self, heap):
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        for job in incoming:
+            fd = job.attempt.sock.fileno()
+            try:
+                self._epoll.register(fd, _EP_ALL)
+            except OSError as exc:
+                log.error("reactor: cannot watch the socket to %s: %s", job.attempt.ip, exc)
+                job.attempt.error = exc.errno
+                self._finish(job, Conn.FAILED)
+                continue
+            self._jobs[fd] = job
+            heapq.heappush(heap, (job.deadline, id(job), job))
+
+    def _event(self, job, events, heap):
+        if job.phase == _CONNECTING:
+            if events & (select.EPOLLOUT | _EP_ERR):
+                self._connected(job, heap)
+        elif job.phase == _SENDING:
+            self._send(job, heap)
+        else:
+            self._read(job, events)
+
+    def _connected(self, job, heap):
+        attempt = job.attempt
+        err = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        attempt.connect_time = time.monotonic() - attempt.started
+        if err:
+            attempt.error = err
+            self._finish(job, Conn.FAILED)
+            return
+        attempt.state = Conn.OK
+        if job.request is None:
+            self._finish(job, Conn.OK)
+            return
+        job.phase = _SENDING
+        job.deadline = time.monotonic() + job.timeout
+        heapq.heappush(heap, (job.deadline, id(job), job))
+        self._send(job, heap)
+
+    def _send(self, job, heap):
+        attempt = job.attempt
+        try:
+            sent = attempt.sock.send(job.request[attempt.sent:])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._finish(job, Conn.OK)
+            return
+        attempt.sent += sent
+        if attempt.sent < len(job.request):
+            return                      # the next EPOLLOUT edge continues
+        job.phase = _READING            # the reply's EPOLLIN edge continues
+
+    def _read(self, job, events):
+        """Read what arrived. Edge-triggered: every arriving segment gives a new EPOLLIN, so
+        one read per event suffices until the peer's FIN (EPOLLRDHUP) or an error, after which
+        everything is read to the end. This avoids raising EAGAIN on every event."""
+        if not events & _EP_IN:
+            return                      # an EPOLLOUT edge (our request was acknowledged)
+        sock = job.attempt.sock
+        ending = events & _EP_END
+        while True:
+            try:
+                chunk = sock.recv(_BUFSIZE)
+            except (BlockingIOError, InterruptedError):
+                if ending:
+                    break
+                return
+            except OSError:
+                break
+            if not chunk:
+                break
+            if len(job.head) < _STATUS_BYTES:
+                job.head += chunk[:_STATUS_BYTES]
+            job.received += len(chunk)
+            if job.received >= tcpclient.MAX_REPLY:
+                break
+            if not ending and len(chunk) < _BUFSIZE:
+                return
+        self._finish(job, Conn.OK)
+
+    def _expired(self, job, heap, now):
+        """A deadline passed: the handshake timed out, or the HTTP exchange ends here."""
+        if job.deadline > now:              # an older heap entry of a job that moved on
+            return
+        attempt = job.attempt
+        if job.phase == _CONNECTING:
+            if _is_connected(attempt.sock):   # its event is still waiting to be handled
+                self._connected(job, heap)
+                return
+            err = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            attempt.connect_time = now - attempt.started
+            attempt.error = err or None
+            self._finish(job, Conn.FAILED if err else Conn.TIMEOUT)
+        elif job.phase == _READING:
+            self._read(job, _EP_END)          # take what did arrive, then end
+        else:
+            self._finish(job, Conn.OK)
+
+    def _finish(self, job, state):
+        attempt = job.attempt
+        attempt.state = state
+        if attempt.connect_time is None:
+            attempt.connect_time = time.monotonic() - attempt.started
+        if job.request is not None and job.head:
+            job.http_status = tcpclient.http_status(job.head)
+        if attempt.sock is not None:
+            self._jobs.pop(attempt.sock.fileno(), None)
+            tcpclient.close(attempt, graceful=job.request is None)
+        if job.slot is not None:
+            job.slot.release()
+            job.slot = None
+        job.set_done()
+
+
+def _is_connected(sock):
+    """Whether a connecting socket has in fact connected (it has a peer)."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+_shared = None
+_shared_lock = threading.Lock()
+
+
+def shared():
+    """The process-wide reactor (started on first use)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Reactor()
+        return _shared

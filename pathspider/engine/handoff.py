@@ -1,0 +1,148 @@
+"""The engine's side of the Observer hand-off: start the Observer process, pump its flows.
+
+:class:`ObserverRunner` starts the child (whose side of the protocol is
+:func:`pathspider.observer.process.observer_main`: open the packet source, say "ready", run
+the 1.0 ``run_flow_enqueuer``, report statistics), waits until the child captures, then pumps
+the flow batches it sends to the merger. The parent waits for "ready" before any worker
+connects, so no early packet is missed, and a failure (no permission, no such interface) comes
+back as one clear error message.
+
+Everything passed to the child is picklable, so this works with the ``spawn`` start method too.
+A child that dies without ending its stream is noticed by a monitor thread in the parent,
+which reports the error and ends the flow stream so the merger cannot hang.
+"""
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+
+from pathspider.constants import QUEUE_SIZE, SHUTDOWN_SENTINEL
+from pathspider.observer.process import observer_main
+
+log = logging.getLogger("pathspider.engine.handoff")
+
+#: Seconds the parent waits for the child to open its packet source.
+STARTUP_TIMEOUT = 60
+
+
+class ObserverError(RuntimeError):
+    """The Observer could not start, or died during the run."""
+
+
+def start_method():
+    """The multiprocessing start method: ``$PATHSPIDER_MP_START`` or the platform default."""
+    return os.environ.get("PATHSPIDER_MP_START") or None
+
+
+class ObserverRunner:
+    """Starts the Observer process, pumps its flows to ``deliver`` and watches its health.
+
+    ``deliver(flows)`` is called from the pump thread with each batch (a list) of flow dicts as
+    the Observer sent it and, once, with ``SHUTDOWN_SENTINEL`` when the stream has ended
+    (normally or because the child died).
+    """
+
+    def __init__(self, observer, deliver, on_failure):
+        self._observer = observer
+        self._deliver = deliver
+        self._on_failure = on_failure
+        self._ctx = multiprocessing.get_context(start_method())
+        self.flowqueue = self._ctx.Queue(QUEUE_SIZE)
+        self.irqueue = self._ctx.Queue()
+        self.stats = None
+        self.error = None
+        self._process = None
+        self._status = None
+        self._pump = None
+        self._monitor = None
+        self._stream_ended = threading.Event()
+
+    @property
+    def process(self):
+        return self._process
+
+    def start(self, timeout=STARTUP_TIMEOUT):
+        """Start the child and wait until its packet source is open (or raise ObserverError)."""
+        reader, writer = self._ctx.Pipe(duplex=False)
+        self._status = reader
+        self._process = self._ctx.Process(
+            target=observer_main, name="observer", daemon=True,
+            args=(self._observer, self.flowqueue, self.irqueue, writer,
+                  logging.getLogger("pathspider").getEffectiveLevel()))
+        self._process.start()
+        writer.close()
+        ready = multiprocessing.connection.wait([reader, self._process.sentinel], timeout)
+        if reader in ready:
+            try:
+                kind, payload = reader.recv()
+            except EOFError:
+                kind, payload = "error", "observer process exited during start-up"
+        elif ready:
+            kind, payload = "error", f"observer process exited (code {self._process.exitcode})"
+        else:
+            kind, payload = "error", f"observer did not open its packet source in {timeout} s"
+        if kind != "ready":
+            self._process.join(5)
+            if self._process.is_alive():
+                self._process.kill()
+            raise ObserverError(payload)
+        self._pump = threading.Thread(target=self._pump_flows, name="flow-pump", daemon=True)
+        self._monitor = threading.Thread(target=self._watch, name="observer-monitor",
+                                         daemon=True)
+        self._pump.start()
+        self._monitor.start()
+
+    def request_stop(self):
+        """Ask the Observer to flush its flows and end the stream."""
+        if self._process is not None and self._process.is_alive():
+            self.irqueue.put(True)
+
+    def join(self, timeout=None):
+        """Wait for the stream to end and the child to exit."""
+        if self._monitor is not None:
+            self._monitor.join(timeout)
+        if self._pump is not None:
+            self._pump.join(timeout)
+
+    def kill(self):
+        """Stop the child at once (used when the run is aborted)."""
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+
+    def _pump_flows(self):
+        get = self.flowqueue.get
+        deliver = self._deliver
+        while True:
+            item = get()
+            if type(item) is list:
+                deliver(item)
+            elif isinstance(item, str) and item == SHUTDOWN_SENTINEL:
+                break
+            else:
+                deliver([item])
+        self._stream_ended.set()
+        deliver(SHUTDOWN_SENTINEL)
+
+    def _watch(self):
+        self._process.join()
+        self._read_status()
+        if self._process.exitcode != 0 and not self._stream_ended.is_set():
+            self.error = self.error or f"observer process died (exit code {self._process.exitcode})"
+            log.error("%s", self.error)
+            self._on_failure(ObserverError(self.error))
+        # Ends the stream if the child could not (it died, or forgot its sentinel); after a
+        # normal end the pump has already stopped and this extra marker is never read.
+        self.flowqueue.put(SHUTDOWN_SENTINEL)
+
+    def _read_status(self):
+        try:
+            while self._status.poll():
+                kind, payload = self._status.recv()
+                if kind == "stats":
+                    self.stats = payload
+                elif kind == "error":
+                    self.error = payload
+        except (EOFError, OSError):
+            pass

@@ -1,0 +1,163 @@
+"""Matching observed flows with connection results.
+
+A flow and a result belong together when they name the same target address and the same local
+(source) port: flows are keyed on ``(flow['dip'], flow['sp'])`` and results on
+``(res.ip, res.port)``, as in 1.0. Either side may arrive first.
+
+Differences from 1.0, all about never losing a record:
+
+* A second result with the same key is kept (1.0 dropped it: two failed connections that both
+  reported port 0 lost one record). Results wait in arrival order and match flows in order.
+* IPv6 addresses are compared in canonical form, so ``2001:DB8::1`` matches ``2001:db8::1``.
+* Unmatched flows (traffic not made by the spider) are forgotten oldest first once more than
+  ``reap_size`` are waiting, as 1.0 did; results are never aged: at the end every result still
+  waiting is merged with ``NO_FLOW``.
+"""
+
+import collections
+import logging
+import socket
+
+from pathspider.constants import NO_FLOW
+
+log = logging.getLogger("pathspider.engine.merger")
+
+
+def canonical_address(address):
+    """Return the canonical text of an IP address (IPv6 compressed, lower case).
+
+    IPv4 text is returned as given: the input reader has validated it already and the Observer
+    renders it the same way. Unparseable text is returned unchanged so it can still match
+    itself.
+    """
+    if not isinstance(address, str) or ":" not in address:
+        return address
+    try:
+        return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, address))
+    except (OSError, ValueError):
+        return address
+
+
+def flow_key(flow):
+    """The merge key of an Observer flow record, or None if it lacks ``dip``/``sp``."""
+    try:
+        return canonical_address(flow["dip"]), flow["sp"]
+    except (KeyError, TypeError):
+        return None
+
+
+def result_key(res):
+    """The merge key of a plugin result, or None if it has no ``ip``/``port``."""
+    try:
+        return canonical_address(res.ip), res.port
+    except AttributeError:
+        return None
+
+
+class Merger:
+    """Pairs flows with results and hands each pair to ``merge(flow, res)``.
+
+    With ``match_flows`` false (an Observer that emits no flows) every result is merged with
+    ``NO_FLOW`` at once instead of waiting for the end of the run. Not thread-safe: one merger
+    thread owns it.
+    """
+
+    def __init__(self, merge, reap_size=10000, match_flows=True):
+        self._merge = merge
+        self.match_flows = match_flows
+        self.reap_size = reap_size
+        self._results = {}                         # key -> deque of waiting results
+        self._flows = {}                           # key -> deque of waiting flows
+        self._flow_order = collections.deque()     # (serial, key) of flows, oldest first
+        self._flow_serial = 0
+        self._live_flows = 0
+        self.merged = 0
+        self.unobserved = 0
+        self.reaped_flows = 0
+        self.unkeyed_flows = 0
+
+    @property
+    def waiting_results(self):
+        """How many results are waiting for their flow."""
+        return sum(len(q) for q in self._results.values())
+
+    @property
+    def waiting_flows(self):
+        """How many flows are waiting for their result."""
+        return self._live_flows
+
+    def add_result(self, res):
+        """Merge ``res`` with its waiting flow, or keep it until the flow arrives."""
+        key = result_key(res) if self.match_flows else None
+        if key is None:
+            self._emit(NO_FLOW, res)
+            return
+        flows = self._flows.get(key)
+        if flows:
+            _, flow = flows.popleft()
+            if not flows:
+                del self._flows[key]
+            self._live_flows -= 1
+            self._emit(flow, res)
+        else:
+            self._results.setdefault(key, collections.deque()).append(res)
+
+    def add_flow(self, flow):
+        """Merge ``flow`` with its waiting result, or keep it (bounded) until it arrives."""
+        key = flow_key(flow)
+        if key is None:
+            self.unkeyed_flows += 1
+            if self.unkeyed_flows == 1:
+                log.warning("flow record without 'dip'/'sp' cannot be merged (is basic_flow in "
+                            "the new_flow_chain?): %r", flow)
+            return
+        results = self._results.get(key)
+        if results:
+            res = results.popleft()
+            if not results:
+                del self._results[key]
+            self._emit(flow, res)
+            return
+        self._flow_serial += 1
+        self._flows.setdefault(key, collections.deque()).append((self._flow_serial, flow))
+        self._flow_order.append((self._flow_serial, key))
+        self._live_flows += 1
+        while self._live_flows > self.reap_size:
+            self._reap_oldest_flow()
+        if len(self._flow_order) > 4 * self.reap_size + 64:
+            self._compact_flow_order()
+
+    def finish(self):
+        """Merge every result still waiting with ``NO_FLOW`` (end of run)."""
+        results, self._results = self._results, {}
+        for queue in results.values():
+            for res in queue:
+                self._emit(NO_FLOW, res)
+        self._flows.clear()
+        self._flow_order.clear()
+        self._live_flows = 0
+
+    def _reap_oldest_flow(self):
+        """Forget the oldest flow still waiting (entries of flows merged since are skipped)."""
+        while self._flow_order:
+            serial, key = self._flow_order.popleft()
+            flows = self._flows.get(key)
+            if flows and flows[0][0] == serial:
+                flows.popleft()
+                if not flows:
+                    del self._flows[key]
+                self._live_flows -= 1
+                self.reaped_flows += 1
+                return
+
+    def _compact_flow_order(self):
+        """Drop the order entries of flows merged since (bounds memory on long runs)."""
+        live = [(serial, key) for key, flows in self._flows.items() for serial, _ in flows]
+        live.sort()
+        self._flow_order = collections.deque(live)
+
+    def _emit(self, flow, res):
+        if flow is NO_FLOW:
+            self.unobserved += 1
+        self.merged += 1
+        self._merge(flow, res)

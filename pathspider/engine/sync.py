@@ -1,0 +1,182 @@
+"""The synchronized spider model: every connection runs while its configuration is in force.
+
+1.0 moved all workers in lock-step with semaphores and 0.5 s sleeps: idle workers kept the
+configurator flipping, and a phase lasted as long as its slowest connection. Here a
+:class:`ConfigGate` alternates the two configurations *on demand*:
+
+* A worker that wants configuration ``c`` either enters at once (``c`` is in force and nobody
+  waits for the other one) or joins the cohort waiting for ``c``.
+* The configurator switches only when no connection is in progress and some worker waits for
+  the other configuration; then it admits that whole cohort at once. Workers with no job take no
+  part, so an idle spider does nothing at all.
+* A cohort is admitted as a unit and later arrivals wait for the next turn, so neither
+  configuration can starve the other.
+
+Only ``connect`` runs inside the gate. ``post_connect`` (where answers are awaited) runs later
+in the completer pool, so a slow target holds a configuration only as long as its ``connect``
+call takes.
+"""
+
+import logging
+import threading
+
+from pathspider.engine.spider import Spider
+
+log = logging.getLogger("pathspider.engine.sync")
+
+
+class SemaphoreN(threading.BoundedSemaphore):
+    """1.0's counting semaphore that starts empty and moves many tokens at once."""
+
+    def __init__(self, value):
+        self._max_value = value
+        super().__init__(value)
+        self.empty()
+
+    def __str__(self):
+        return f"SemaphoreN with a maximum value of {self._max_value}."
+
+    def acquire_n(self, value=1, blocking=True, timeout=None):
+        """Acquire ``value`` tokens; returns the result of the last acquire."""
+        result = None
+        for _ in range(value):
+            result = self.acquire(blocking=blocking, timeout=timeout)
+        return result
+
+    def release_n(self, value=1):
+        """Release ``value`` tokens."""
+        for _ in range(value):
+            self.release()
+
+    def empty(self):
+        """Take every token without blocking."""
+        while self.acquire(blocking=False):
+            pass
+
+
+class ConfigGate:
+    """Alternates two system-wide configurations between cohorts of connecting workers."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._active = None            # configuration in force (None before the first)
+        self._switching = False        # the configurator is applying a configuration
+        self._inflight = 0             # connections running in the active configuration
+        self._cohorts = ([], [])       # wake-up locks of workers waiting per configuration
+        self._stopped = False
+        self._local = threading.local()
+        self.flips = 0                 # configurations applied
+
+    @property
+    def active(self):
+        """The configuration in force, or None."""
+        return self._active
+
+    def enter(self, config):
+        """Block until ``config`` is in force and this worker is admitted to it."""
+        with self._cond:
+            if (self._active == config and not self._switching
+                    and not self._cohorts[1 - config]):
+                self._inflight += 1
+                return
+            wakeup = self._wakeup_lock()
+            self._cohorts[config].append(wakeup)
+            if self._inflight == 0 and not self._switching:
+                self._cond.notify()
+        wakeup.acquire()               # released by the configurator, already counted
+
+    def leave(self, config):
+        """The connection made in ``config`` has returned."""
+        with self._cond:
+            self._inflight -= 1
+            if self._inflight == 0 and self._cohorts[1 - config]:
+                self._cond.notify()
+
+    def stop(self):
+        """End ``run`` (call once no worker will enter any more)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def run(self, apply):
+        """Configurator loop: ``apply(config)`` whenever a cohort waits for the other one."""
+        cond = self._cond
+        cond.acquire()
+        try:
+            while True:
+                target = self._next_config()
+                while target is None and not self._stopped:
+                    cond.wait()
+                    target = self._next_config()
+                if self._stopped:
+                    return
+                if target != self._active:
+                    self._switching = True
+                    cond.release()
+                    try:
+                        apply(target)
+                    finally:
+                        cond.acquire()
+                        self._switching = False
+                    self._active = target
+                    self.flips += 1
+                admitted = self._cohorts[target][:]
+                self._cohorts[target].clear()
+                self._inflight += len(admitted)
+                for wakeup in admitted:
+                    wakeup.release()
+        finally:
+            cond.release()
+
+    def _next_config(self):
+        """The configuration to admit next, or None if nothing can happen now."""
+        if self._switching or self._inflight:
+            return None
+        if self._active is not None and self._cohorts[1 - self._active]:
+            return 1 - self._active
+        for config in (0, 1):
+            if self._cohorts[config]:
+                return config
+        return None
+
+    def _wakeup_lock(self):
+        lock = getattr(self._local, "lock", None)
+        if lock is None:
+            lock = self._local.lock = threading.Lock()
+            lock.acquire()
+        return lock
+
+
+class SynchronizedSpider(Spider):
+    """Runs each job's config-0 connect while configuration 0 is in force, and its config-1
+    connect while configuration 1 is in force; ``post_connect`` runs afterwards, unsynchronized.
+    """
+
+    def __init__(self, worker_count, libtrace_uri, args):
+        super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
+        self.gate = ConfigGate()
+
+    def configurator(self):
+        self.gate.run(self._apply_config)
+
+    def stop_configurator(self):
+        self.gate.stop()
+
+    def connect_jobs(self, jobs):
+        prepared = self._prepare(jobs)
+        for config in (0, 1):
+            if not prepared:
+                break
+            self.gate.enter(config)
+            try:
+                prepared = self._connect_all(prepared, config)
+            finally:
+                self.gate.leave(config)
+        return prepared
+
+    def _apply_config(self, config):
+        log.debug("applying configuration %d", config)
+        if config == 0:
+            self.config_zero()
+        else:
+            self.config_one()

@@ -1,0 +1,74 @@
+"""The basic chain (1.0 ``basic_flow``/``basic_count``): addresses, ports, protocol and counters.
+
+``basic_flow(rec, ip)`` (new_flow chain)
+    ``sip``, ``dip``, ``proto``, ``sp``, ``dp`` of the flow's first packet and zeroed
+    ``pkt_fwd``, ``pkt_rev``, ``oct_fwd``, ``oct_rev``. The merger matches flows to results
+    on ``dip`` and ``sp``, so every measurement's Observer needs it.
+``basic_count(rec, ip, rev)`` (ip4 and ip6 chains)
+    counts packets and IP-layer octets per direction.
+
+PATHspider 1.0 defined both in ``pathspider.observer``, which re-exports them from here.
+"""
+
+from pathspider.observer.dissector import endpoints
+from pathspider.observer.fastpath import fast_path
+
+def extract_ports(ip):
+    """``(src_port, dst_port)`` of a TCP or UDP packet, else ``(None, None)``."""
+    tcp = ip.tcp
+    if tcp is not None:
+        return tcp.src_port, tcp.dst_port
+    udp = ip.udp
+    if udp is not None:
+        return udp.src_port, udp.dst_port
+    return None, None
+
+
+_ZERO_COUNTERS = {"pkt_fwd": 0, "pkt_rev": 0, "oct_fwd": 0, "oct_rev": 0}
+
+
+def _endpoints_without_shortcut(rec, ip):
+    """basic_flow's fields for a view without ``endpoints`` (not from our dissector)."""
+    rec["sip"] = str(ip.src_prefix)
+    rec["dip"] = str(ip.dst_prefix)
+    rec["sp"], rec["dp"] = extract_ports(ip)
+
+
+@fast_path(chain="new_flow", uses=("ip",),
+           env={"basic_flow_zero": _ZERO_COUNTERS, "basic_flow_endpoints": endpoints,
+                "basic_flow_fallback": _endpoints_without_shortcut}, code="""
+    try:        # ip.endpoints without the property call
+        rec["sip"], rec["dip"], rec["sp"], rec["dp"] = basic_flow_endpoints(ip)
+    except AttributeError:
+        basic_flow_fallback(rec, ip)
+    rec["proto"] = ip.proto
+    rec.update(basic_flow_zero)
+""")
+def basic_flow(rec, ip):
+    """new_flow chain: addresses, protocol and ports of the first packet; zero counters."""
+    try:        # the dissector's shortcut for str(ip.src_prefix), ..., extract_ports(ip)
+        rec["sip"], rec["dip"], rec["sp"], rec["dp"] = ip.endpoints
+    except AttributeError:
+        _endpoints_without_shortcut(rec, ip)
+    rec["proto"] = ip.proto
+    rec.update(_ZERO_COUNTERS)
+    return True
+
+
+@fast_path(uses=("size",), code="""
+    if rev:
+        rec["pkt_rev"] += 1
+        rec["oct_rev"] += size
+    else:
+        rec["pkt_fwd"] += 1
+        rec["oct_fwd"] += size
+""")
+def basic_count(rec, ip, rev):
+    """ip4/ip6 chain: count packets and IP-layer octets (``ip.size``) per direction."""
+    if rev:
+        rec["pkt_rev"] += 1
+        rec["oct_rev"] += ip.size
+    else:
+        rec["pkt_fwd"] += 1
+        rec["oct_fwd"] += ip.size
+    return True

@@ -1,0 +1,68 @@
+"""The non-blocking connect/HTTP steps the plugins use, on loopback (no root needed)."""
+import socket
+import threading
+
+from pathspider.base import Conn
+from pathspider.client import tcpclient
+
+
+def serve_once(reply=b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"):
+    """A loopback listener answering one request with ``reply``; returns (port, thread)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    seen = {}
+
+    def run():
+        conn, _ = listener.accept()
+        with conn:
+            seen["request"] = conn.recv(4096)
+            conn.sendall(reply)
+        listener.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread, seen
+
+
+def test_http_exchange_and_local_port():
+    port, thread, seen = serve_once()
+    attempt = tcpclient.start_connect("127.0.0.1", port, 5)
+    assert attempt.port > 0 and attempt.sip == "127.0.0.1"
+    assert tcpclient.finish_connect(attempt) == Conn.OK
+    request = tcpclient.http_request("t1.clean.lab.test", "127.0.0.1")
+    assert tcpclient.http_get(attempt, request, 5) == 204
+    tcpclient.close(attempt)
+    thread.join(5)
+    assert seen["request"].startswith(b"GET / HTTP/1.1\r\nHost: t1.clean.lab.test\r\n")
+    assert attempt.sock.fileno() == -1
+
+
+def test_refused_keeps_the_local_port():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    closed_port = probe.getsockname()[1]
+    probe.close()
+    attempt = tcpclient.start_connect("127.0.0.1", closed_port, 5)
+    port = attempt.port
+    assert tcpclient.finish_connect(attempt) == Conn.FAILED
+    tcpclient.close(attempt)
+    assert port > 0 and attempt.port == port
+    assert attempt.connect_time is not None and attempt.connect_time < 5
+
+
+def test_host_header_defaults_to_the_address():
+    assert b"Host: [::1]\r\n" in tcpclient.http_request("", "::1")
+    assert b"Host: 198.18.64.1\r\n" in tcpclient.http_request(None, "198.18.64.1")
+
+
+def test_http_status_parsing():
+    assert tcpclient.http_status(b"HTTP/1.0 200 OK\r\n\r\n") == 200
+    assert tcpclient.http_status(b"garbage") is None
+    assert tcpclient.http_status(b"") is None
+
+
+def test_job_columns_are_optional():
+    assert tcpclient.job_host(["198.18.64.1", 80]) == ""
+    assert tcpclient.job_rank(["198.18.64.1", 80, "h"]) is None
+    assert tcpclient.job_rank(["198.18.64.1", 80, "h", "7"]) == "7"
