@@ -89,13 +89,6 @@ def _is_interface(name):
     return '/' not in name and os.path.exists(os.path.join('/sys/class/net', name))
 
 
-def iter_records(lturi, names, stop=None, bpf=None, **kwargs):
-    """Yield the flow records of the named chains over ``lturi`` (offline: to end of file;
-    live: until ``stop``, an Event, is set). Raises the Observer's errors on open."""
-    observer = registry.observer_for(lturi, names, bpf=bpf, **kwargs)
-    yield from observer.flows(stop)
-
-
 class _Stopper:
     """SIGINT/SIGTERM set an Event (a second Ctrl-C interrupts for real); restored on exit."""
 

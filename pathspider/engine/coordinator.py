@@ -15,8 +15,9 @@ import sys
 import threading
 import time
 
-from pathspider.engine.interfaces import interface_up
+from pathspider.client import sysstate
 from pathspider.engine.handoff import ObserverError
+from pathspider.engine.interfaces import interface_up
 from pathspider.engine.output import write_records
 from pathspider.engine.targets import TargetStats, read_targets
 
@@ -156,16 +157,13 @@ def _summarise(spider, stats, records, elapsed):
 
 
 def _restore(spider):
-    """Put system state back: the plugin's own hook, then everything pathspider.client.sysstate holds."""
+    """Put system state back: the plugin's own hook, then everything
+    :mod:`pathspider.client.sysstate` holds."""
     if spider is not None:
         try:
             spider.restore_system_state()
         except Exception:
             log.exception("restoring system state failed")
-    try:
-        from pathspider.client import sysstate
-    except ImportError:
-        return
     try:
         sysstate.restore_all()
     except Exception:

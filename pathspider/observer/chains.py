@@ -290,15 +290,6 @@ def observer_for(lturi, names, **kwargs):
     return Observer(lturi, **chain_lists(names), **kwargs)
 
 
-def fields_for(names):
-    """All fields produced by the named chains plus the Observer's own, in registry order."""
-    check_names(names)
-    out = list(OBSERVER_FIELDS)
-    for name in (n for n in REGISTRY if n in names):
-        out.extend(f for f in REGISTRY[name].fields if f not in out)
-    return out
-
-
 def docstring_fixes(doc):
     """Extract the bullet items following a line starting with "Fixes" in a docstring."""
     lines = inspect.cleandoc(doc).splitlines()

@@ -98,7 +98,7 @@ import ipaddress
 import socket
 import struct
 
-# Link types (libpcap DLT values; see pathspider.observer.source for the list of names).
+# Link types (libpcap DLT values); LINK_LAYERS below maps each to its name and parser.
 DLT_NULL = 0
 DLT_EN10MB = 1
 DLT_RAW = 12
@@ -126,7 +126,10 @@ IPV6_EXT_HEADERS = frozenset((0, 43, 44, 51, 60, 135, 139, 140))
 IPV6_FRAGMENT = 44
 IPV6_AH = 51
 
+#: ICMPv4 error types, which quote the offending packet: destination unreachable, source
+#: quench, redirect, time exceeded, parameter problem.
 ICMP4_ERROR_TYPES = frozenset((3, 4, 5, 11, 12))
+#: ICMPv6 error types: destination unreachable, packet too big, time exceeded, parameter problem.
 ICMP6_ERROR_TYPES = frozenset((1, 2, 3, 4))
 
 # BSD loopback address families: AF_INET and the AF_INET6 values of Linux/NetBSD/FreeBSD/macOS.
@@ -215,18 +218,24 @@ def _loop(buf, off, end):
     raise NotIP("loopback address family %d" % _u32(buf, off)[0])
 
 
-_LINK = {
-    DLT_EN10MB: _ethernet,
-    DLT_LINUX_SLL: _sll,
-    DLT_LINUX_SLL2: _sll2,
-    DLT_RAW: _raw,
-    DLT_RAW_OPENBSD: _raw,
-    LINKTYPE_RAW: _raw,
-    DLT_IPV4: _raw,
-    DLT_IPV6: _raw,
-    DLT_NULL: _null,
-    DLT_LOOP: _loop,
+#: Every link type the dissector parses: its name and ``f(buf, off, end) -> IP offset``. The
+#: packet source refuses any other link type when it opens.
+LINK_LAYERS = {
+    DLT_NULL: ("BSD loopback (null)", _null),
+    DLT_EN10MB: ("Ethernet", _ethernet),
+    DLT_RAW: ("raw IP", _raw),                  # LINKTYPE_RAW (101) is reported as 12 on Linux
+    DLT_RAW_OPENBSD: ("raw IP", _raw),
+    LINKTYPE_RAW: ("raw IP", _raw),
+    DLT_LOOP: ("OpenBSD loopback", _loop),
+    DLT_LINUX_SLL: ("Linux cooked (SLL)", _sll),
+    DLT_IPV4: ("raw IPv4", _raw),
+    DLT_IPV6: ("raw IPv6", _raw),
+    DLT_LINUX_SLL2: ("Linux cooked v2 (SLL2)", _sll2),
 }
+
+#: Link type -> name, for messages.
+SUPPORTED_LINKTYPES = {linktype: name for linktype, (name, _) in LINK_LAYERS.items()}
+_LINK = {linktype: parser for linktype, (_, parser) in LINK_LAYERS.items()}
 
 
 def link_offset(linktype):

@@ -21,10 +21,9 @@ Fixes against the reference implementations:
 * A SYN in a flow whose first packet was not TCP cannot happen (flows are keyed by protocol),
   but if the SYN fields are absent they are created rather than raising ``KeyError``.
 """
+from pathspider.observer.dissector import PROTO_TCP
 from pathspider.observer.icmp import is_icmp_error
 from pathspider.observer.tcp import TCP_SYN, tcp_payload_len
-
-PROTO_TCP = 6
 
 
 def dscp_setup(rec, ip):

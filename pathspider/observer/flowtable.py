@@ -1,7 +1,7 @@
 """The Observer's flow table: packets in, flow records out, timed by the packet clock.
 
 This is the per-packet engine behind :class:`pathspider.observer.Observer`, with the semantics
-of PATHspider 1.0 (reference section 1.3):
+of PATHspider 1.0's Observer:
 
 * A flow is keyed bidirectionally by its 5-tuple (TCP, UDP, SCTP, UDP-Lite; IPv4 and IPv6) or
   3-tuple (other protocols). Its forward direction is the direction of its first packet;
@@ -21,12 +21,12 @@ of PATHspider 1.0 (reference section 1.3):
   plus 8 bytes are attached to the flow of the quoted packet, as reverse-direction packets of
   it. A shorter quotation is keyed by the ICMP packet's own 3-tuple.
 
-Fixes relative to 1.0 (reference section 6): IPv6 extension headers are skipped before keying
-(#264); ICMPv6 errors are linked (#145); non-first IPv4/IPv6 fragments are mapped to the flow
-of their first fragment when it was seen (#144), else keyed by 3-tuple; records never carry
-internal keys (#17); vetoed flows are forgotten after ``idle_timeout`` without packets instead
-of being remembered for the whole run; a chain function that raises is logged and counted,
-the Observer goes on.
+Fixes relative to 1.0 (the numbers are PATHspider's upstream issues): IPv6 extension headers
+are skipped before keying (#264); ICMPv6 errors are linked (#145); non-first IPv4/IPv6
+fragments are mapped to the flow of their first fragment when it was seen (#144), else keyed
+by 3-tuple; records never carry internal keys (#17); vetoed flows are forgotten after
+``idle_timeout`` without packets instead of being remembered for the whole run; a chain
+function that raises is logged and counted, the Observer goes on.
 
 Cost per packet (plain TCP/UDP over IPv4 without options or IPv6 without extension headers):
 one ``struct`` call reads the header fields and the flow key (addresses and ports are
@@ -102,27 +102,6 @@ _TC6_LO = tuple(b >> 4 for b in range(256))
 """IPv6 traffic class = ``_TC6_HI[byte 0] + _TC6_LO[byte 1]``."""
 _UNFRAGMENTED = frozenset((0x0000, 0x4000, 0x8000, 0xC000))
 """IPv4 flags + fragment offset values of a packet that is not a fragment."""
-
-
-def compose_chains(ip_fns, l4_fns):
-    """Compile two chains into ``run(rec, ip, l4, rev)``: ``fn(rec, ip, rev)`` for each IP
-    function, then ``fn(rec, l4, rev)`` for each transport function, joined with ``and``.
-
-    That is exactly 1.0's short-circuit (the first falsy result is returned and nothing after
-    it runs), without a Python loop per chain: one generated expression. (The table itself
-    uses :func:`compile_runner` and :func:`specialise_process`, which keep these semantics
-    and paste inline forms.)
-    """
-    env = {}
-    calls = []
-    for prefix, arg, fns in (("ip", "ip", ip_fns), ("l4", "l4", l4_fns)):
-        for i, fn in enumerate(fns):
-            name = "%s_%d" % (prefix, i)
-            env[name] = fn
-            calls.append("%s(rec, %s, rev)" % (name, arg))
-    source = "def run(rec, ip, l4, rev):\n    return %s\n" % (" and ".join(calls) or "True")
-    exec(compile(source, "<composed chain>", "exec"), env)
-    return env["run"]
 
 
 def compose_new_flow(fns, inline=True):
@@ -213,7 +192,7 @@ def compile_runner(ip_fns, l4_fns, l4_fields=(), inline=True):
 
     The IP functions run first (``fn(rec, ip, rev)``), then the transport functions
     (``fn(rec, l4, rev)``); the first falsy result makes ``run`` return a falsy value and
-    nothing after it runs (1.0's short-circuit, as :func:`compose_chains`). Functions with a
+    nothing after it runs (1.0's short-circuit). Functions with a
     usable inline form are pasted in (see :func:`_steps`), the others are called. Returns
     None for two empty chains.
     """

@@ -21,6 +21,10 @@ Fixes against the reference implementations:
 * A missing ICMP header (truncated capture) is treated as "not unreachable" instead of raising.
 """
 
+from pathspider.observer.dissector import ICMP4_ERROR_TYPES as ICMP4_ERRORS
+from pathspider.observer.dissector import ICMP6_ERROR_TYPES as ICMP6_ERRORS
+from pathspider.observer.dissector import PROTO_ICMP, PROTO_ICMP6
+
 ICMP_UNREACHABLE = 3          # 1.0 name
 ICMP4_UNREACHABLE = 3
 ICMP4_SOURCEQUENCH = 4
@@ -31,16 +35,6 @@ ICMP6_UNREACHABLE = 1
 ICMP6_PACKETTOOBIG = 2
 ICMP6_TTLEXCEEDED = 3
 ICMP6_PARAMPROBLEM = 4
-
-#: ICMPv4 types that quote the offending packet (and are attached to its flow).
-ICMP4_ERRORS = frozenset((ICMP4_UNREACHABLE, ICMP4_SOURCEQUENCH, ICMP4_REDIRECT,
-                          ICMP4_TTLEXCEEDED, ICMP4_PARAMPROBLEM))
-#: ICMPv6 types that quote the offending packet.
-ICMP6_ERRORS = frozenset((ICMP6_UNREACHABLE, ICMP6_PACKETTOOBIG, ICMP6_TTLEXCEEDED,
-                          ICMP6_PARAMPROBLEM))
-
-PROTO_ICMP = 1
-PROTO_ICMP6 = 58
 
 
 def icmp_setup(rec, ip):

@@ -1,8 +1,9 @@
 """Packet sources behind libtrace-style URIs, on top of pcapy-ng (libpcap).
 
-PATHspider 1.0 read packets with python-libtrace, which no longer builds on current Python
-(DESIGN.md section 2). This module keeps libtrace's URI syntax so that ``-i``/``libtrace_uri``
-values keep working, and reads through libpcap instead:
+PATHspider 1.0 read packets with python-libtrace, which no longer builds on Python 3.10 and
+later (every trace URI is rejected with "Expected a string for URI"). This module keeps
+libtrace's URI syntax so that ``-i``/``libtrace_uri`` values keep working, and reads through
+libpcap instead:
 
 =====================  =======================================================================
 URI                    Meaning
@@ -36,6 +37,8 @@ import os
 import select
 import struct
 
+from pathspider.observer.dissector import SUPPORTED_LINKTYPES
+
 logger = logging.getLogger("pathspider.observer.source")
 
 #: Layout of one packed_meta record: seconds, microseconds, offset in packet_bytes, captured length.
@@ -47,31 +50,6 @@ DEFAULT_BUFFER = 64 * 1024 * 1024
 """Kernel ring size for live capture: 64 MiB absorbs several seconds of measurement traffic."""
 DEFAULT_TIMEOUT_MS = 50
 """libpcap buffer timeout: how long a partly filled kernel block may wait before delivery."""
-
-# libpcap link types (the DLT values libpcap reports after mapping LINKTYPE_* of files).
-DLT_NULL = 0
-DLT_EN10MB = 1
-DLT_RAW = 12          # LINKTYPE_RAW (101) is reported as 12 on Linux
-DLT_RAW_OPENBSD = 14
-LINKTYPE_RAW = 101
-DLT_LOOP = 108
-DLT_LINUX_SLL = 113
-DLT_IPV4 = 228
-DLT_IPV6 = 229
-DLT_LINUX_SLL2 = 276
-
-SUPPORTED_LINKTYPES = {
-    DLT_NULL: "BSD loopback (null)",
-    DLT_EN10MB: "Ethernet",
-    DLT_RAW: "raw IP",
-    DLT_RAW_OPENBSD: "raw IP",
-    LINKTYPE_RAW: "raw IP",
-    DLT_LOOP: "OpenBSD loopback",
-    DLT_LINUX_SLL: "Linux cooked (SLL)",
-    DLT_IPV4: "raw IPv4",
-    DLT_IPV6: "raw IPv6",
-    DLT_LINUX_SLL2: "Linux cooked v2 (SLL2)",
-}
 
 LIVE_SCHEMES = ("int", "ring")
 FILE_SCHEMES = ("pcap", "pcapfile")

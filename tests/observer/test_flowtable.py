@@ -479,8 +479,8 @@ def test_plain_tcp_and_udp_take_the_fast_path():
     assert t.ct.slowpath == 2 and t.ct.flows == 2
 
 
-def test_compose_chains_is_and_semantics():
-    from pathspider.observer.flowtable import compose_chains
+def test_a_compiled_chain_stops_at_the_first_falsy_result():
+    from pathspider.observer.flowtable import compile_runner
     log = []
 
     def f(value, tag):
@@ -489,7 +489,7 @@ def test_compose_chains_is_and_semantics():
             return value
         return fn
 
-    assert compose_chains((), ())("rec", "ip", "l4", True) is True
-    run = compose_chains((f(1, "a"), f("yes", "b")), (f(None, "c"), f(True, "d")))
-    assert not run("rec", "ip", "l4", False)
+    assert compile_runner((), ()) is None
+    runner = compile_runner((f(1, "a"), f("yes", "b")), (f(None, "c"), f(True, "d")))
+    assert not runner.run("rec", False, "ip", "l4", 0, 0, 0)
     assert log == [("a", "ip", False), ("b", "ip", False), ("c", "l4", False)]
