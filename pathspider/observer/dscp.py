@@ -21,9 +21,7 @@ Fixes against the reference implementations:
 * A SYN in a flow whose first packet was not TCP cannot happen (flows are keyed by protocol),
   but if the SYN fields are absent they are created rather than raising ``KeyError``.
 """
-from pathspider.observer.dissector import PROTO_TCP
-from pathspider.observer.icmp import is_icmp_error
-from pathspider.observer.tcp import TCP_SYN, tcp_payload_len
+from pathspider.observer.tcp import DATA_PACKET, SYN_PACKET, syn_or_data
 
 
 def dscp_setup(rec, ip):
@@ -38,16 +36,11 @@ def dscp_setup(rec, ip):
 
 def dscp_extract(rec, ip, rev):
     """ip4/ip6: record the DSCP of SYNs and of the first data packets per direction."""
-    tcp = ip.tcp
-    if tcp is not None:
-        if tcp.flags & TCP_SYN:
-            rec['rev_syn_dscp' if rev else 'fwd_syn_dscp'] = ip.traffic_class >> 2
-            return True
-        if not tcp_payload_len(tcp):
-            return True
-    elif is_icmp_error(ip):
-        return True
-    key = 'rev_data_dscp' if rev else 'fwd_data_dscp'
-    if not rec[key]:
-        rec[key] = ip.traffic_class >> 2
+    kind = syn_or_data(ip)
+    if kind is SYN_PACKET:
+        rec['rev_syn_dscp' if rev else 'fwd_syn_dscp'] = ip.traffic_class >> 2
+    elif kind is DATA_PACKET:
+        key = 'rev_data_dscp' if rev else 'fwd_data_dscp'
+        if not rec[key]:
+            rec[key] = ip.traffic_class >> 2
     return True

@@ -30,7 +30,7 @@ Fixes against the reference implementations:
 """
 from pathspider.observer.fastpath import fast_path
 from pathspider.observer.icmp import is_icmp_error
-from pathspider.observer.tcp import TCP_SYN, tcp_payload_len
+from pathspider.observer.tcp import DATA_PACKET, SYN_PACKET, syn_or_data
 
 ECN_NOT_ECT = 0
 ECN_ECT1 = 1
@@ -49,8 +49,7 @@ def _split_keys(kind):
                  for d in ('fwd', 'rev'))
 
 
-_KEYS_SYN = _split_keys('syn')
-_KEYS_DATA = _split_keys('data')
+_SPLIT_KEYS = {SYN_PACKET: _split_keys('syn'), DATA_PACKET: _split_keys('data')}
 
 SPLIT_FIELDS = tuple(f'ecn_{n}_{kind}_{d}' for n in ('ect0', 'ect1', 'ce')
                      for kind in ('syn', 'data') for d in ('fwd', 'rev'))
@@ -99,14 +98,8 @@ def ecn_split_setup(rec, ip):
 def ecn_split_code(rec, ip, rev):
     """ip4/ip6: record the ECN codepoint separately for SYNs and for data-carrying packets."""
     code = ip.traffic_class & 3
-    if not code:
-        return True
-    tcp = ip.tcp
-    if tcp is not None:
-        if tcp.flags & TCP_SYN:
-            rec[_KEYS_SYN[rev][code]] = True
-        elif tcp_payload_len(tcp):
-            rec[_KEYS_DATA[rev][code]] = True
-    elif not is_icmp_error(ip):
-        rec[_KEYS_DATA[rev][code]] = True
+    if code:
+        kind = syn_or_data(ip)
+        if kind is not None:
+            rec[_SPLIT_KEYS[kind][rev][code]] = True
     return True

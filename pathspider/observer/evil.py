@@ -19,8 +19,7 @@ Fixes against the reference implementation:
 * Payload detection uses header lengths, so padded control segments are not taken for data.
 * ICMP error messages attached to the flow are skipped (their header is the router's).
 """
-from pathspider.observer.icmp import is_icmp_error
-from pathspider.observer.tcp import TCP_SYN, tcp_payload_len
+from pathspider.observer.tcp import DATA_PACKET, SYN_PACKET, syn_or_data
 
 
 def evil_setup(rec, ip):
@@ -34,16 +33,11 @@ def evil_setup(rec, ip):
 
 def evil_extract(rec, ip, rev):
     """ip4: record the IPv4 reserved bit of SYNs and of the first data packet per direction."""
-    tcp = ip.tcp
-    if tcp is not None:
-        if tcp.flags & TCP_SYN:
-            rec['evilbit_syn_rev' if rev else 'evilbit_syn_fwd'] = bool(ip.has_rf)
-            return True
-        if not tcp_payload_len(tcp):
-            return True
-    elif is_icmp_error(ip):
-        return True
-    key = 'evilbit_data_rev' if rev else 'evilbit_data_fwd'
-    if rec[key] is None:
-        rec[key] = bool(ip.has_rf)
+    kind = syn_or_data(ip)
+    if kind is SYN_PACKET:
+        rec['evilbit_syn_rev' if rev else 'evilbit_syn_fwd'] = bool(ip.has_rf)
+    elif kind is DATA_PACKET:
+        key = 'evilbit_data_rev' if rev else 'evilbit_data_fwd'
+        if rec[key] is None:
+            rec[key] = bool(ip.has_rf)
     return True

@@ -45,19 +45,19 @@ def icmp_setup(rec, ip):
 
 def icmp_unreachable(rec, ip, q, rev):
     """icmp4: note a reverse-direction Destination Unreachable; False (complete) once seen."""
-    if rev and not rec['icmp_unreachable']:
-        icmp = ip.icmp
-        if icmp is not None and icmp.type == ICMP4_UNREACHABLE:
-            rec['icmp_unreachable'] = True
-    return not rec['icmp_unreachable']
+    return _note_unreachable(rec, rev, ip.icmp, ICMP4_UNREACHABLE)
 
 
 def icmp6_unreachable(rec, ip6, q, rev):
     """icmp6: note a reverse-direction ICMPv6 Destination Unreachable; False once seen."""
-    if rev and not rec['icmp_unreachable']:
-        icmp6 = ip6.icmp6
-        if icmp6 is not None and icmp6.type == ICMP6_UNREACHABLE:
-            rec['icmp_unreachable'] = True
+    return _note_unreachable(rec, rev, ip6.icmp6, ICMP6_UNREACHABLE)
+
+
+def _note_unreachable(rec, rev, icmp, unreachable_type):
+    """Set ``icmp_unreachable`` for a reverse ``icmp`` view (or None) of ``unreachable_type``;
+    return False once it is set."""
+    if rev and icmp is not None and icmp.type == unreachable_type:
+        rec['icmp_unreachable'] = True
     return not rec['icmp_unreachable']
 
 

@@ -32,6 +32,7 @@ data (2.0's DSCP chain misclassified padded control segments this way).
 """
 
 from pathspider.observer.dissector import parse_tcp_options
+from pathspider.observer.icmp import is_icmp_error
 from pathspider.observer.fastpath import fast_path
 
 TCP_CWR = 0x80
@@ -185,3 +186,24 @@ def tcp_payload_len(tcp):
     offset (``tcp.payload_len``); this never allocates.
     """
     return tcp.payload_len
+
+
+#: What :func:`syn_or_data` calls a packet.
+SYN_PACKET = "syn"
+DATA_PACKET = "data"
+
+
+def syn_or_data(ip):
+    """``SYN_PACKET`` for a TCP segment with SYN, ``DATA_PACKET`` for a data packet (a TCP
+    segment with payload, or a non-TCP packet that is not an ICMP error), else None.
+
+    The 2.0-style chains (``dscp``, ``evil``, ``ecn_split``) record a mark separately for these
+    two kinds of packet. Pure TCP control segments are neither; ICMP errors attached to a flow
+    are neither because their IP header is the router's, not the flow's.
+    """
+    tcp = ip.tcp
+    if tcp is not None:
+        if tcp.flags & TCP_SYN:
+            return SYN_PACKET
+        return DATA_PACKET if tcp.payload_len else None
+    return None if is_icmp_error(ip) else DATA_PACKET

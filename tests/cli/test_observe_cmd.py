@@ -197,6 +197,19 @@ def start_observer(ns, *argv):
     return proc
 
 
+def stop_observer(proc, signum):
+    """Send ``signum``; return (stdout, stderr, seconds to exit). Kills it if it hangs."""
+    t0 = time.monotonic()
+    try:
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out, err, time.monotonic() - t0
+
+
 @pytest.mark.root
 def test_live_capture_flushes_on_ctrl_c(veth_pair):
     ns_a, _ = veth_pair
@@ -204,14 +217,8 @@ def test_live_capture_flushes_on_ctrl_c(veth_pair):
     try:
         subprocess.run(['ip', 'netns', 'exec', ns_a, sys.executable, '-c', TRAFFIC],
                        check=True, timeout=30)
-        proc.send_signal(signal.SIGINT)
-        t0 = time.monotonic()
-        out, err = proc.communicate(timeout=20)
-        elapsed = time.monotonic() - t0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, err, elapsed = stop_observer(proc, signal.SIGINT)
     assert proc.returncode == 0, err
     assert elapsed < 10
     recs = {(r['proto'], r['sp']): r for r in map(json.loads, out.splitlines())}
@@ -230,14 +237,6 @@ def test_live_capture_on_quiet_interface_stops_promptly(veth_pair):
     ns_a, _ = veth_pair
     # bare interface name; the kernel filter keeps out IPv6 neighbour discovery and MLD
     proc = start_observer(ns_a, '--chains', 'basic', '--bpf', 'ip', 'oa')
-    try:
-        proc.send_signal(signal.SIGTERM)
-        t0 = time.monotonic()
-        out, err = proc.communicate(timeout=20)
-        elapsed = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err, elapsed = stop_observer(proc, signal.SIGTERM)
     assert proc.returncode == 0, err
     assert out == '' and elapsed < 5

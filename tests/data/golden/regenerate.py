@@ -1115,12 +1115,7 @@ def _tcp_client(fam, host, port, request, tos=None, close=True):
         s.close()
         return
     s.sendall(request)
-    got = b''
-    while b'\r\n\r\n' not in got:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        got += chunk
+    _read_head(s)
     s.shutdown(socket.SHUT_WR)
     s.settimeout(5 if close else 0.3)     # half-close: the server never sends its FIN
     try:
@@ -1129,6 +1124,16 @@ def _tcp_client(fam, host, port, request, tos=None, close=True):
     except socket.timeout:
         pass
     s.close()
+
+
+def _read_head(s):
+    """Read until the end of the HTTP reply head (or the peer's FIN)."""
+    got = b''
+    while b'\r\n\r\n' not in got:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
 
 
 def role_client_tcp():
@@ -1147,12 +1152,7 @@ def role_client_tfo():
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.sendto(req, socket.MSG_FASTOPEN, (RS4, 8080))     # blocking: connects, sends
         s.settimeout(5)
-        got = b''
-        while b'\r\n\r\n' not in got:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            got += chunk
+        _read_head(s)
         s.shutdown(socket.SHUT_WR)
         try:
             s.recv(4096)
