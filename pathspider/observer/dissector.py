@@ -97,6 +97,7 @@ quoted, and its ``size`` is the length its header claims.
 import ipaddress
 import socket
 import struct
+import types
 
 # Link types (libpcap DLT values); LINK_LAYERS below maps each to its name and parser.
 DLT_NULL = 0
@@ -370,17 +371,105 @@ def _payload(buf, start, end):
 
 # ---------------------------------------------------------------------------- IP views
 
-class IP4:
+# The view classes share their code through a base class (_IPView, _TransportView), but each
+# runs a copy of its own: CPython specialises every attribute read in a function for the one
+# class it meets there, in caches held by the function's code object. A property shared by IP4
+# and IP6 meets both when IPv4 and IPv6 packets alternate and stays unspecialised: about 30 ns
+# more per read on 3.11 (``ip.data`` 77 -> 105 ns). A copy of the code object has caches of
+# its own, so the copies cost nothing.
+
+def _own_code(fn):
+    """A copy of function ``fn`` with a code object (hence specialisation caches) of its own."""
+    copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
+                              fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    return copy
+
+
+def _per_class(cls):
+    """Class decorator: give ``cls`` its own copy of each function and property of its base."""
+    copies = {}                     # id(original) -> copy, so that an alias stays an alias
+    for name, attr in list(vars(cls.__base__).items()):
+        if name in vars(cls) or not isinstance(attr, (property, types.FunctionType)):
+            continue
+        copy = copies.get(id(attr))
+        if copy is None:
+            copy = copies[id(attr)] = (property(_own_code(attr.fget))
+                                       if isinstance(attr, property) else _own_code(attr))
+        setattr(cls, name, copy)
+    return cls
+
+
+class _IPView:
+    """What the IPv4 and IPv6 views share (see the module docstring for the attributes).
+
+    Not instantiated: :class:`IP4` and :class:`IP6` are the views (the Observer tests
+    ``type(ip) is IP4``), each running its own copy of these functions (:func:`_per_class`).
+    The fields at version-specific offsets stay in each class (see the comment in IP4).
+    """
+
+    __slots__ = ()                  # the slots are the view classes' own (see IP4)
+
+    # -- header fields (traffic_class: the IPv4 TOS byte / the IPv6 traffic class)
+    @property
+    def dscp(self):
+        return self.traffic_class >> 2
+
+    @property
+    def ecn(self):
+        return self.traffic_class & 3
+
+    @property
+    def ports(self):
+        return _ports(self)
+
+    endpoints = property(endpoints)
+
+    # -- byte ranges
+    @property
+    def data(self):
+        return self.buf[self.off:self.end]
+
+    @property
+    def l4_offset(self):
+        return self.l4
+
+    # -- transport views (cached; the Observer pre-fills the one it built)
+    @property
+    def tcp(self):
+        v = self._tcp
+        if v is False:
+            v = self._tcp = tcp_view(self) if self.proto == PROTO_TCP else None
+        return v
+
+    @property
+    def udp(self):
+        v = self._udp
+        if v is False:
+            v = self._udp = udp_view(self) if self.proto == PROTO_UDP else None
+        return v
+
+    def __repr__(self):
+        return "<IP%d %s -> %s proto %d size %d>" % (self.version, self.src_prefix,
+                                                     self.dst_prefix, self.proto, self.size)
+
+
+@_per_class
+class IP4(_IPView):
     """IPv4 header view (see the module docstring for the attributes)."""
 
     # proto, seconds, size and traffic_class are plain attributes: nearly every chain reads
-    # them, and a slot read costs a fraction of a property call.
+    # them, and a slot read costs a fraction of a property call. The slots are declared here,
+    # not in _IPView: an unspecialised read of a slot declared by a base class pays a subclass
+    # check (about 1 ns).
     __slots__ = ("buf", "off", "end", "l4", "proto", "seconds", "capend", "size",
                  "traffic_class", "_tcp", "_udp", "_icmp")
     version = 4
     ip6 = None
     icmp6 = None
 
+    # Each view class has its own __init__: sharing the common part costs a call (about 30 ns
+    # more per IPv4 view in parse_ip).
     def __init__(self, buf, off, end, l4, proto, seconds, capend):
         self.buf = buf
         self.off = off              # IP header start in buf
@@ -397,14 +486,6 @@ class IP4:
     @property
     def hdr_len(self):
         return self.buf[self.off] & 0x0F
-
-    @property
-    def dscp(self):
-        return self.buf[self.off + 1] >> 2
-
-    @property
-    def ecn(self):
-        return self.buf[self.off + 1] & 3
 
     @property
     def pkt_len(self):
@@ -435,14 +516,17 @@ class IP4:
         return bool(_u16(self.buf, self.off + 6)[0] & 0x3FFF)
 
     @property
+    def hdr_checksum(self):
+        return _u16(self.buf, self.off + 10)[0]
+
+    # The fields at version-specific offsets (and icmp/icmp6) stay written out per class: made
+    # by one function, with the offsets in closure variables, each read cost 1.5 to 4 ns more
+    # (ttl 53 -> 55 ns, src_addr 328 -> 332 ns).
+    @property
     def ttl(self):
         return self.buf[self.off + 8]
 
     hop_limit = ttl
-
-    @property
-    def hdr_checksum(self):
-        return _u16(self.buf, self.off + 10)[0]
 
     @property
     def src_prefix(self):
@@ -463,43 +547,14 @@ class IP4:
     def dst_addr(self):
         return _ntoa(self.buf[self.off + 16:self.off + 20])
 
-    @property
-    def ports(self):
-        return _ports(self)
-
-    endpoints = property(endpoints)
-
-    # -- byte ranges
-    @property
-    def data(self):
-        return self.buf[self.off:self.end]
-
+    # -- byte ranges and views
     @property
     def payload(self):
         return self.buf[self.off + ((self.buf[self.off] & 0x0F) << 2):self.end]
 
     @property
-    def l4_offset(self):
-        return self.l4
-
-    @property
     def ip(self):
         return self
-
-    # -- transport views (cached; the Observer pre-fills the one it built)
-    @property
-    def tcp(self):
-        v = self._tcp
-        if v is False:
-            v = self._tcp = tcp_view(self) if self.proto == PROTO_TCP else None
-        return v
-
-    @property
-    def udp(self):
-        v = self._udp
-        if v is False:
-            v = self._udp = udp_view(self) if self.proto == PROTO_UDP else None
-        return v
 
     @property
     def icmp(self):
@@ -508,12 +563,9 @@ class IP4:
             v = self._icmp = icmp_view(self) if self.proto == PROTO_ICMP else None
         return v
 
-    def __repr__(self):
-        return "<IP4 %s -> %s proto %d size %d>" % (self.src_prefix, self.dst_prefix,
-                                                    self.proto, self.size)
 
-
-class IP6:
+@_per_class
+class IP6(_IPView):
     """IPv6 header view (see the module docstring for the attributes)."""
 
     __slots__ = ("buf", "off", "end", "l4", "proto", "seconds", "capend", "size",
@@ -540,14 +592,7 @@ class IP6:
         self.frag = frag            # offset of the fragment header, or -1
         self._tcp = self._udp = self._icmp = False
 
-    @property
-    def dscp(self):
-        return self.traffic_class >> 2
-
-    @property
-    def ecn(self):
-        return (self.buf[self.off + 1] >> 4) & 3
-
+    # -- fixed header fields
     @property
     def flow_label(self):
         return _u32(self.buf, self.off)[0] & 0xFFFFF
@@ -585,12 +630,7 @@ class IP6:
     def dst_addr(self):
         return _addr6(self.buf[self.off + 24:self.off + 40])
 
-    @property
-    def ports(self):
-        return _ports(self)
-
-    endpoints = property(endpoints)
-
+    # -- fragment header fields
     @property
     def is_fragment(self):
         return self.frag >= 0
@@ -607,35 +647,14 @@ class IP6:
     def ident(self):
         return _u32(self.buf, self.frag + 4)[0] if self.frag >= 0 else None
 
-    @property
-    def data(self):
-        return self.buf[self.off:self.end]
-
+    # -- byte ranges and views
     @property
     def payload(self):
         return self.buf[self.off + 40:self.end]
 
     @property
-    def l4_offset(self):
-        return self.l4
-
-    @property
     def ip6(self):
         return self
-
-    @property
-    def tcp(self):
-        v = self._tcp
-        if v is False:
-            v = self._tcp = tcp_view(self) if self.proto == PROTO_TCP else None
-        return v
-
-    @property
-    def udp(self):
-        v = self._udp
-        if v is False:
-            v = self._udp = udp_view(self) if self.proto == PROTO_UDP else None
-        return v
 
     @property
     def icmp6(self):
@@ -643,10 +662,6 @@ class IP6:
         if v is False:
             v = self._icmp = icmp_view(self) if self.proto == PROTO_ICMP6 else None
         return v
-
-    def __repr__(self):
-        return "<IP6 %s -> %s proto %d size %d>" % (self.src_prefix, self.dst_prefix,
-                                                    self.proto, self.size)
 
 
 def parse_ip(buf, off, end, seconds=0.0):
@@ -718,16 +733,15 @@ def dissect(buf, linktype=DLT_EN10MB, seconds=0.0):
 
 # ---------------------------------------------------------------------------- transport views
 
-class TCP:
-    """TCP header view (see the module docstring for the attributes)."""
+class _TransportView:
+    """What the TCP and UDP views share; each runs its own copy (see :func:`_per_class`)."""
 
-    __slots__ = ("buf", "off", "end", "flags")      # flags: read by every TCP chain
+    __slots__ = ()                  # the slots are the view classes' own (see IP4)
 
     def __init__(self, buf, off, end):
         self.buf = buf
         self.off = off
         self.end = end
-        self.flags = ((buf[off + 12] & 0x0F) << 8) | buf[off + 13]
 
     @property
     def src_port(self):
@@ -736,6 +750,24 @@ class TCP:
     @property
     def dst_port(self):
         return _u16(self.buf, self.off + 2)[0]
+
+    @property
+    def data(self):
+        return self.buf[self.off:self.end]
+
+
+@_per_class
+class TCP(_TransportView):
+    """TCP header view (see the module docstring for the attributes)."""
+
+    __slots__ = ("buf", "off", "end", "flags")      # flags: read by every TCP chain
+
+    # its own __init__: calling _TransportView's for the first three stores would cost a call
+    def __init__(self, buf, off, end):
+        self.buf = buf
+        self.off = off
+        self.end = end
+        self.flags = ((buf[off + 12] & 0x0F) << 8) | buf[off + 13]
 
     @property
     def seq_nbr(self):
@@ -820,10 +852,6 @@ class TCP:
         return False
 
     @property
-    def data(self):
-        return self.buf[self.off:self.end]
-
-    @property
     def payload(self):
         return _payload(self.buf, self.off + ((self.buf[self.off + 12] >> 4) << 2), self.end)
 
@@ -861,23 +889,11 @@ def parse_tcp_options(raw):
     return out
 
 
-class UDP:
+@_per_class
+class UDP(_TransportView):
     """UDP header view (see the module docstring for the attributes)."""
 
     __slots__ = ("buf", "off", "end")
-
-    def __init__(self, buf, off, end):
-        self.buf = buf
-        self.off = off
-        self.end = end
-
-    @property
-    def src_port(self):
-        return _u16(self.buf, self.off)[0]
-
-    @property
-    def dst_port(self):
-        return _u16(self.buf, self.off + 2)[0]
 
     @property
     def len(self):
@@ -886,10 +902,6 @@ class UDP:
     @property
     def checksum(self):
         return _u16(self.buf, self.off + 6)[0]
-
-    @property
-    def data(self):
-        return self.buf[self.off:self.end]
 
     @property
     def payload(self):

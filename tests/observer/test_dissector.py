@@ -91,6 +91,70 @@ def test_ipv4_fragments():
     assert later.udp is None
 
 
+#: The attributes only one IP version has (the module docstring's "(IPv4)"/"(IPv6)" rows, and
+#: IPv6's fragment header offset); every other public name is on both views.
+ONE_VERSION_ONLY = {"hdr_checksum", "flow_label", "next_hdr", "payload_len", "frag"}
+SAME_ON_BOTH = ("proto", "traffic_class", "dscp", "ecn", "ttl", "hop_limit", "seconds", "ports",
+                "payload", "is_fragment", "frag_offset", "has_mf", "has_rf", "has_df", "icmp",
+                "icmp6")
+
+
+@pytest.mark.parametrize("seg,proto", [(mk.tcp(1234, 80, mk.SYN | mk.ECE, payload=b"x"), 6),
+                                       (mk.udp(53, 5353, b"hi"), 17)])
+def test_ipv4_and_ipv6_views_have_the_same_shared_attributes(seg, proto):
+    v4 = dissect(mk.eth(mk.ip4(C4, S4, proto, seg, tos=0xB9, ttl=33)), seconds=2.5)
+    v6 = dissect(mk.eth(mk.ip6(C6, S6, proto, seg, tc=0xB9, hlim=33)), seconds=2.5)
+    names4 = {n for n in dir(v4) if not n.startswith("_")}
+    names6 = {n for n in dir(v6) if not n.startswith("_")}
+    assert names4 ^ names6 == ONE_VERSION_ONLY
+    for name in names4 & names6:                    # every shared attribute reads on both
+        getattr(v4, name), getattr(v6, name)
+    # the same packet over IPv4 and IPv6: the same values, of the same types
+    for name in SAME_ON_BOTH:
+        a, b = getattr(v4, name), getattr(v6, name)
+        assert (a, type(a)) == (b, type(b)), name
+    assert (v4.size, v6.size) == (20 + len(seg), 40 + len(seg))
+    assert (v4.data[20:], v6.data[40:]) == (seg, seg)
+    assert (v4.l4_offset, v6.l4_offset) == (14 + 20, 14 + 40)
+    assert v4.endpoints == (C4, S4) + v4.ports and v6.endpoints == (C6, S6) + v6.ports
+    for v, src, dst in ((v4, C4, S4), (v6, C6, S6)):
+        assert (v.src_addr, v.dst_addr) == (src, dst) == (str(v.src_prefix), str(v.dst_prefix))
+        assert v.src_address is not v.src_prefix and v.src_address == v.src_prefix
+        assert repr(v) == "<IP%d %s -> %s proto %d size %d>" % (v.version, src, dst, proto,
+                                                                v.size)
+    l4 = "tcp" if proto == 6 else "udp"
+    t4, t6 = getattr(v4, l4), getattr(v6, l4)
+    assert type(t4) is type(t6) and (v4.tcp is None) == (v6.tcp is None) == (proto == 17)
+    for name in ("src_port", "dst_port", "data", "payload", "payload_len", "checksum"):
+        assert getattr(t4, name) == getattr(t6, name), name
+
+
+def test_view_classes_share_no_code_and_keep_their_slots():
+    """IP4/IP6 (and TCP/UDP) share their source through a base class, but each runs a copy of
+    its own: CPython specialises attribute reads per code object, so a function both classes
+    ran would stay unspecialised when IPv4 and IPv6 packets alternate."""
+    def codes(cls):
+        out = {}
+        for name in dir(cls):
+            attr = getattr(cls, name)
+            fn = attr.fget if isinstance(attr, property) else attr
+            if hasattr(fn, "__code__"):
+                out[name] = fn.__code__
+        return out
+    for a, b in ((d.IP4, d.IP6), (d.TCP, d.UDP)):
+        ca, cb = codes(a), codes(b)
+        assert len(set(ca) & set(cb)) >= 5
+        shared = [name for name in set(ca) & set(cb) if ca[name] is cb[name]]
+        assert shared == [], "%s and %s share the code of %s" % (a.__name__, b.__name__, shared)
+    # the hot attributes are plain slots of the view classes themselves (fast slot stores)
+    for cls in (d.IP4, d.IP6):
+        assert {"off", "end", "l4", "proto", "seconds", "capend", "size",
+                "traffic_class"} <= set(cls.__slots__)
+    assert "flags" in d.TCP.__slots__
+    ip = dissect(mk.tcp6(C6, S6, 1, 2, mk.SYN), d.DLT_IPV6)
+    assert not hasattr(ip, "__dict__") and not hasattr(ip.tcp, "__dict__")
+
+
 def test_tcp_fields_flags_and_options():
     opts = (b"\x02\x04\x05\xb4" + b"\x01" + b"\x03\x03\x07" + b"\x22\x02"
             + b"\xfe\x06\xf9\x89\xaa\xbb" + b"\x02\x04\x01\x00")
