@@ -2,14 +2,25 @@
 
 The plugins write one JSON record per connection (1.0 format: two per target, ``config`` 0 for
 the baseline and 1 for the experiment). This module pairs the two records of each target,
-interprets each pair with the plugin's ``conditions(baseline, experiment)`` function (2.0-style
-condition strings), and counts targets per group and column::
+interprets each pair with the plugin's ``conditions(baseline, experiment)`` (2.0-style condition
+strings), and counts targets per group and column::
 
+    pathspider summary --plugin ecn --group lab results.ndjson
     python -m pathspider.cli.summary --plugin ecn --group lab results.ndjson
 
+What to count is the plugin's knowledge, not this module's: ``--plugin NAME`` picks, among the
+plugins :func:`pathspider.engine.discovery.load_plugins` finds (third-party ones included), the
+class that declares a summary: ``command_name`` NAME (set in the class itself, so that a
+subclass registering another command does not stand in for its parent), ``summary_columns``
+(``(header, predicate(conditions, baseline, experiment))`` pairs, one column each),
+``summary_legend`` (printed under the table) and ``conditions`` (see
+:mod:`pathspider.client.pluginkit`). The ``--plugin`` choices are those plugins' names.
+
 Groups: ``lab`` (the lab's impairment class of the target address, see
-:mod:`pathspider.lab.plan`), ``host`` (the hostname column of the target list), ``none``
-(everything in one row). ``--by-family`` splits each group into IPv4 and IPv6.
+:mod:`pathspider.lab.plan`; rows in the plan's class order), ``host`` (the hostname column of
+the target list), ``none`` (everything in one row). ``--by-family`` splits each group into IPv4
+and IPv6. Only the command line knows about the lab: :func:`summarise` takes any grouping
+function.
 
 A record that is not valid JSON is reported with its line number and skipped. A target whose
 experiment record is missing (the TFO experiment is skipped when its baseline failed) is
@@ -17,88 +28,29 @@ interpreted with ``None`` in its place.
 """
 import argparse
 import collections
-import importlib
 import json
 import logging
 import sys
 import textwrap
 
+from pathspider.engine.discovery import load_plugins
+
 log = logging.getLogger("pathspider.cli.summary")
 
-PLUGINS = ("ecn", "tfo", "dscp")
+DEFAULT_PLUGIN = "ecn"
 
 
-def _has(*conds):
-    return lambda c, b, e: any(x in c for x in conds)
+def declares_summary(plugin):
+    """True if the plugin class says how to summarise its results (see the module docstring)."""
+    return (isinstance(vars(plugin).get("command_name"), str)
+            and getattr(plugin, "summary_columns", None) is not None
+            and callable(getattr(plugin, "conditions", None)))
 
 
-def _ok(which):
-    """Predicate: the baseline (0) or experiment (1) connection was established."""
-    return lambda c, b, e: bool(((b if which == 0 else e) or {}).get("connstate"))
-
-
-def _icmp(c, b, e):
-    return any((r or {}).get("icmp_unreachable") for r in (b, e))
-
-
-#: Columns per plugin: (header, predicate(conditions, baseline, experiment)).
-COLUMNS = {
-    "ecn": [
-        ("no ECN ok", _ok(0)),
-        ("ECN ok", lambda c, b, e: _ok(1)(c, b, e) and "ecn.fallback.seen" not in c),
-        ("works", _has("ecn.connectivity.works")),
-        ("broken", _has("ecn.connectivity.broken")),
-        ("fallback", lambda c, b, e: "ecn.fallback.seen" in c and _ok(1)(c, b, e)),
-        ("transient", _has("ecn.connectivity.transient")),
-        ("offline", _has("ecn.connectivity.offline")),
-        ("negotiated", _has("ecn.negotiation.succeeded")),
-        ("ECT seen", _has("ecn.ipmark.ect0.seen", "ecn.ipmark.ect1.seen")),
-        ("CE seen", _has("ecn.ipmark.ce.seen")),
-        ("ICMP unreach", _icmp),
-        ("unobserved", _has("pathspider.not_observed")),
-    ],
-    "tfo": [
-        ("baseline ok", _ok(0)),
-        ("TFO ok", _ok(1)),
-        ("works", _has("tfo.connectivity.works")),
-        ("broken", _has("tfo.connectivity.broken")),
-        ("offline", _has("tfo.connectivity.offline")),
-        ("cookie", _has("tfo.cookie.received")),
-        ("no cookie", _has("tfo.cookie.not_received")),
-        ("SYN data acked", _has("tfo.syndata.acked")),
-        ("ICMP unreach", _icmp),
-        ("unobserved", _has("pathspider.not_observed")),
-    ],
-    "dscp": [
-        ("unmarked ok", _ok(0)),
-        ("marked ok", _ok(1)),
-        ("works", lambda c, b, e: any(x.endswith(".connectivity.works") for x in c)),
-        ("broken", lambda c, b, e: any(x.endswith(".connectivity.broken") for x in c)),
-        ("offline", lambda c, b, e: any(x.endswith(".connectivity.offline") for x in c)),
-        ("mark sent", lambda c, b, e: bool(e and e.get("observed")
-                                           and e.get("fwd_syn_dscp") == e.get("codepoint"))),
-        ("mark back", lambda c, b, e: bool(e and e.get("observed") and e.get("rev_syn_dscp")
-                                           and e.get("rev_syn_dscp") == e.get("codepoint"))),
-        ("0 back", lambda c, b, e: bool(e and e.get("observed")
-                                        and e.get("rev_syn_dscp") == 0)),
-        ("ICMP unreach", _icmp),
-        ("unobserved", _has("pathspider.not_observed")),
-    ],
-}
-
-
-#: One line per plugin explaining the columns, printed under the table.
-LEGEND = {
-    "ecn": ("no ECN ok / ECN ok: the connection without / with an ECN-setup SYN worked (a "
-            "connection that only worked after the kernel retried without ECN does not count); "
-            "works/broken/transient/offline: both / only without / only with / neither; "
-            "fallback: the ECN SYN went unanswered and the kernel retried without ECN; "
-            "negotiated: SYN-ACK with ECE; ECT/CE seen: marks on packets from the target."),
-    "tfo": ("cookie: the cookie request got a cookie; SYN data acked: the data sent on the SYN "
-            "with that cookie was acknowledged."),
-    "dscp": ("mark sent: the experiment's SYN left with the codepoint; mark back / 0 back: the "
-             "target's SYN-ACK carried the codepoint / 0."),
-}
+def summary_plugins():
+    """``{command name: plugin class}`` of the discovered plugins that declare a summary."""
+    plugins, _ = load_plugins()
+    return {plugin.command_name: plugin for plugin in plugins if declares_summary(plugin)}
 
 
 def read_records(stream, name="results"):
@@ -144,11 +96,14 @@ def pair_records(records):
     return [(key, b, e) for key, pairs in slots.items() for b, e in pairs]
 
 
-def group_function(kind, by_family=False):
-    """Map a target key to its group label."""
-    if kind == "lab":
-        from pathspider.lab.plan import class_of
+def group_function(kind, by_family=False, class_of=None):
+    """Map a target key to its group label.
 
+    ``kind`` is ``lab`` (``class_of(address)``, the caller's classifier, gives the class name,
+    or None / ValueError for an address outside every class: ``other``), ``host`` or anything
+    else (one group, ``all``).
+    """
+    if kind == "lab":
         def base(key):
             try:
                 return class_of(key[0]) or "other"
@@ -165,35 +120,36 @@ def group_function(kind, by_family=False):
     return lambda key: f"{base(key)} {'v6' if ':' in (key[0] or '') else 'v4'}"
 
 
-def summarise(records, plugin="ecn", group="lab", by_family=False):
-    """``{group: Counter(column -> targets)}`` (plus ``"targets"``), groups in order seen."""
-    conditions = importlib.import_module(f"pathspider.plugins.{plugin}").conditions
-    columns = COLUMNS[plugin]
-    label = group_function(group, by_family)
+def summarise(records, plugin, group):
+    """``{group: Counter(column -> targets)}`` (plus ``"targets"``), groups in order seen.
+
+    ``plugin`` is the plugin class (its ``conditions`` and ``summary_columns``), ``group`` maps
+    a target key (see :func:`target_key`) to the label of its row.
+    """
+    columns = plugin.summary_columns
     table = collections.OrderedDict()
     for key, baseline, experiment in pair_records(records):
-        conds = conditions(baseline, experiment)
-        counts = table.setdefault(label(key), collections.Counter())
+        conds = plugin.conditions(baseline, experiment)
+        counts = table.setdefault(group(key), collections.Counter())
         counts["targets"] += 1
         for header, predicate in columns:
             if predicate(conds, baseline, experiment):
                 counts[header] += 1
-    if group == "lab":
-        table = collections.OrderedDict(sorted(table.items(), key=_lab_order))
     return table
 
 
-def _lab_order(item):
-    """Sort key: the lab plan's class order, then IPv4 before IPv6, unknown groups last."""
-    from pathspider.lab.plan import CLASS_NAMES
-    name, _, family = item[0].partition(" ")
-    rank = CLASS_NAMES.index(name) if name in CLASS_NAMES else len(CLASS_NAMES)
-    return rank, family
+def order_groups(table, names):
+    """``table`` with its rows in the order of ``names`` (IPv4 before IPv6 within a name),
+    groups not in ``names`` last."""
+    def rank(item):
+        name, _, family = item[0].partition(" ")
+        return (names.index(name) if name in names else len(names)), family
+    return collections.OrderedDict(sorted(table.items(), key=rank))
 
 
-def format_table(table, plugin="ecn"):
+def format_table(table, plugin):
     """Plain-text table: one row per group, a total row at the end."""
-    headers = ["group", "targets"] + [h for h, _ in COLUMNS[plugin]]
+    headers = ["group", "targets"] + [h for h, _ in plugin.summary_columns]
     total = collections.Counter()
     rows = []
     for name, counts in table.items():
@@ -211,23 +167,39 @@ def format_table(table, plugin="ecn"):
     return "\n".join(lines)
 
 
+def _grouping(kind, by_family):
+    """The group function for ``--group``, and the row order (None: order seen)."""
+    if kind != "lab":
+        return group_function(kind, by_family), None
+    from pathspider.lab.plan import CLASS_NAMES, class_of
+    return group_function(kind, by_family, class_of), CLASS_NAMES
+
+
 def main(args):
     """Print the summary table of ``args.results`` (or the global ``--input``); exit status."""
+    plugin = summary_plugins().get(args.plugin)
+    if plugin is None:
+        log.error("summary: no plugin named %r declares a summary", args.plugin)
+        return 1
+    group, order = _grouping(args.group, args.by_family)
     path = getattr(args, "results", None) or getattr(args, "input", None) or "/dev/stdin"
     try:
         with open(path, encoding="utf-8", errors="replace") as stream:
-            table = summarise(read_records(stream, path), args.plugin, args.group,
-                              args.by_family)
+            table = summarise(read_records(stream, path), plugin, group)
     except OSError as exc:
         log.error("summary: %s", exc)
         return 1
-    print(format_table(table, args.plugin))
-    print(textwrap.fill(LEGEND[args.plugin], width=100))
+    if order is not None:
+        table = order_groups(table, order)
+    print(format_table(table, plugin))
+    legend = getattr(plugin, "summary_legend", "")
+    if legend:
+        print(textwrap.fill(legend, width=100))
     return 0
 
 
 def _add_options(parser):
-    parser.add_argument("--plugin", choices=PLUGINS, default="ecn",
+    parser.add_argument("--plugin", choices=sorted(summary_plugins()), default=DEFAULT_PLUGIN,
                         help="the measurement that wrote the results (default %(default)s)")
     parser.add_argument("--group", choices=["lab", "host", "none"], default="lab",
                         help="one row per lab impairment class (default), per hostname, or "
@@ -239,7 +211,8 @@ def _add_options(parser):
 
 def register_args(subparsers):
     """Add the ``summary`` sub-command (for the ``pathspider`` CLI)."""
-    parser = subparsers.add_parser("summary", help="Summarise ecn/tfo/dscp results per group")
+    names = "/".join(sorted(summary_plugins())) or "measurement"
+    parser = subparsers.add_parser("summary", help=f"Summarise {names} results per group")
     _add_options(parser)
     parser.set_defaults(func=main)
     return parser

@@ -30,19 +30,18 @@ import logging
 
 from pathspider.client import sysstate
 from pathspider.base import Conn, PluggableSpider, SynchronizedSpider
-from pathspider.observer import Observer, basic_count, basic_flow
+from pathspider.observer import Observer, basic_count, basic_flow  # noqa: F401  (1.0 names)
 from pathspider.observer.dscp import dscp_extract, dscp_setup  # noqa: F401  (1.0 location)
-from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
-from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
-from pathspider.client import reactor, tcpclient
-from pathspider.client.pluginkit import add_timeout_option, merged_record
+from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup  # noqa: F401
+from pathspider.client.pluginkit import (DEFAULT_CONNECT, DEFAULT_TIMEOUT, EVIDENCE_COLUMNS,
+                                         ReactorPlugin, add_command, add_connect_option,
+                                         add_timeout_option, connected, connection_ok,
+                                         connectivity, connectivity_columns, tcp_observer)
 from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.dscp")
 
 DEFAULT_CODEPOINT = 48
-DEFAULT_TIMEOUT = 5.0
-DEFAULT_CONNECT = "http"
 
 TABLE = "pathspider_dscp"
 #: Conntrack mark bit: the connection was opened during configuration 1, mark its packets.
@@ -97,10 +96,7 @@ def conditions(baseline, experiment):
         syn = rec.get(f'{direction}_syn_dscp')
         return syn if syn else rec.get(f'{direction}_data_dscp', syn)
 
-    ok0 = bool(baseline and baseline.get('connstate'))
-    ok1 = bool(experiment and experiment.get('connstate'))
-    state = {(True, True): 'works', (True, False): 'broken', (False, True): 'transient',
-             (False, False): 'offline'}[(ok0, ok1)]
+    state = connectivity(connected(baseline), connected(experiment))
     sent = mark(experiment, 'fwd')
     if sent is None and experiment:
         sent = experiment.get('codepoint')
@@ -114,20 +110,58 @@ def conditions(baseline, experiment):
     return conds
 
 
-class DSCP(SynchronizedSpider, PluggableSpider):
-    """A/B test of DiffServ marking: baseline unmarked, experiment marked with a codepoint."""
+def _mark_sent(conds, baseline, experiment):
+    """The experiment's SYN left with the codepoint applied."""
+    return bool(experiment and experiment.get('observed')
+                and experiment.get('fwd_syn_dscp') == experiment.get('codepoint'))
 
-    #: post_connect only waits for the reactor, which finishes every connection by itself.
-    post_connect_overlaps = True
+
+def _mark_back(conds, baseline, experiment):
+    """The target's SYN-ACK to the experiment carried the (non-zero) codepoint."""
+    return bool(experiment and experiment.get('observed') and experiment.get('rev_syn_dscp')
+                and experiment.get('rev_syn_dscp') == experiment.get('codepoint'))
+
+
+def _zero_back(conds, baseline, experiment):
+    """The target's SYN-ACK to the experiment carried codepoint 0."""
+    return bool(experiment and experiment.get('observed')
+                and experiment.get('rev_syn_dscp') == 0)
+
+
+#: The columns of ``pathspider summary --plugin dscp``: (header, predicate(conditions,
+#: baseline, experiment)).
+SUMMARY_COLUMNS = (
+    ("unmarked ok", connection_ok(0)),
+    ("marked ok", connection_ok(1)),
+    *connectivity_columns('works', 'broken', 'offline'),
+    ("mark sent", _mark_sent),
+    ("mark back", _mark_back),
+    ("0 back", _zero_back),
+    *EVIDENCE_COLUMNS,
+)
+#: Printed under the summary table.
+SUMMARY_LEGEND = ("mark sent: the experiment's SYN left with the codepoint; mark back / 0 back: "
+                  "the target's SYN-ACK carried the codepoint / 0.")
+
+
+class DSCP(ReactorPlugin, SynchronizedSpider, PluggableSpider):
+    """A/B test of DiffServ marking: baseline unmarked, experiment marked with a codepoint.
+
+    Connections go through :class:`~pathspider.client.pluginkit.ReactorPlugin` (``connect``
+    only sends the SYN; conntrack remembers the configuration it left in); this class adds the
+    nftables marking, the record and the Observer's chains.
+    """
+
+    command_name = "dscp"
+    summary_columns = SUMMARY_COLUMNS
+    summary_legend = SUMMARY_LEGEND
+    conditions = staticmethod(conditions)
 
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
-        self.conn_timeout = getattr(args, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
-        self.connect_mode = getattr(args, "connect", DEFAULT_CONNECT) or DEFAULT_CONNECT
         codepoint = getattr(args, "codepoint", DEFAULT_CODEPOINT)
         self.codepoint = DEFAULT_CODEPOINT if codepoint is None else codepoint
         self.dscp = self.codepoint  # 1.0 attribute name
-        tcpclient.raise_fd_limit()
         self.system_state = sysstate.SystemState(track=True)
         self.table = self.system_state.nft_table(TABLE, table_definition(self.codepoint))
         self._marking = None
@@ -149,42 +183,26 @@ class DSCP(SynchronizedSpider, PluggableSpider):
         """Delete the plugin's nftables table."""
         self.system_state.restore()
 
-    def connect(self, job, pcs, config):
-        """Send the SYN (non-blocking); conntrack remembers the configuration it left in."""
-        request = None
-        if self.connect_mode == "http":
-            request = tcpclient.http_request(job_host(job), job[0])
-        return reactor.shared().start(job[0], job[1], self.conn_timeout, request)
+    #: What :meth:`merge` copies from the record :meth:`build_record` returns.
+    result_fields = RESULT_FIELDS
 
-    def post_connect(self, job, conn, pcs, config):
-        """Wait until the reactor has finished the connection (handshake, HTTP exchange if
-        asked, close), then build the record."""
-        conn.wait()
-        attempt, status = conn.attempt, conn.http_status
-        state = attempt.state or Conn.TIMEOUT
+    def build_record(self, job, config, attempt, state, http_status):
+        """1.0's record, plus ``rank``, times, the state in full, ``sip``, HTTP status and the
+        codepoint applied (0 for the baseline)."""
         return SpiderRecord(job[0], job[1], attempt.port, job_host(job), config,
                             state == Conn.OK, job_rank(job), attempt.tstart, utc_now_text(),
-                            state.value, attempt.sip, status, self.codepoint if config else 0)
+                            state.value, attempt.sip, http_status, self.codepoint if config else 0)
 
     def create_observer(self):
         """Observer with the basic, TCP, DSCP and ICMP chains."""
-        return Observer(self.libtrace_uri,
-                        new_flow_chain=[basic_flow, tcp_setup, dscp_setup, icmp_setup],
-                        ip4_chain=[basic_count, dscp_extract],
-                        ip6_chain=[basic_count, dscp_extract],
-                        icmp4_chain=[icmp_unreachable],
-                        icmp6_chain=[icmp6_unreachable],
-                        tcp_chain=[tcp_handshake, tcp_complete])
-
-    def merge(self, flow, res):
-        """1.0's merge, plus ``sip``, ``rank``, times and the codepoint applied."""
-        self.outqueue.put(merged_record(flow, res, RESULT_FIELDS))
+        return tcp_observer(self.libtrace_uri, new_flow=[dscp_setup], ip=[dscp_extract])
 
     @staticmethod
     def register_args(subparsers):
-        parser = subparsers.add_parser(
-            "dscp", help="DiffServ codepoints (RFC 2474): connectivity with a marked "
-                         "connection, and the marks that come back",
+        parser = add_command(
+            subparsers, DSCP,
+            help="DiffServ codepoints (RFC 2474): connectivity with a marked "
+                 "connection, and the marks that come back",
             description="Connects to every target twice, unmarked and with every packet "
                         "marked with --codepoint (through the plugin's own nftables table "
                         "inet pathspider_dscp), and records the codepoints seen both ways.")
@@ -192,10 +210,7 @@ class DSCP(SynchronizedSpider, PluggableSpider):
                             help="DSCP value 0-63 for the experiment (default %(default)s, "
                                  "CS6; 46 is EF)")
         add_timeout_option(parser, DEFAULT_TIMEOUT)
-        parser.add_argument("--connect", choices=["http", "tcp"], default=DEFAULT_CONNECT,
-                            help="http: send GET / and read the reply (default); tcp: "
-                                 "handshake only, as 1.0")
-        parser.set_defaults(spider=DSCP)
+        add_connect_option(parser, DEFAULT_CONNECT)
         return parser
 
 

@@ -29,13 +29,16 @@ import logging
 
 from pathspider.client import sysstate
 from pathspider.base import Conn, PluggableSpider, SynchronizedSpider
-from pathspider.observer import Observer, basic_count, basic_flow
+from pathspider.observer import Observer, basic_count, basic_flow  # noqa: F401  (1.0 names)
 from pathspider.observer.ecn import ecn_code, ecn_setup  # noqa: F401  (1.0 location)
-from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
-from pathspider.observer.tcp import (TCP_ACK, TCP_CWR, TCP_ECE, TCP_SAE, TCP_SAEC, TCP_SYN,
-                                     tcp_complete, tcp_handshake, tcp_setup)
-from pathspider.client import reactor, tcpclient
-from pathspider.client.pluginkit import add_timeout_option, merged_record
+from pathspider.observer.tcp import (TCP_ACK, TCP_CWR, TCP_ECE, TCP_SAE,  # noqa: F401
+                                     TCP_SAEC, TCP_SYN, tcp_complete, tcp_handshake, tcp_setup)
+from pathspider.client import tcpclient
+from pathspider.client.pluginkit import (DEFAULT_CONNECT, DEFAULT_TIMEOUT, EVIDENCE_COLUMNS,
+                                         ReactorPlugin, add_command, add_connect_option,
+                                         add_timeout_option, connected, connection_ok,
+                                         connectivity as connectivity_state,
+                                         connectivity_columns, has_condition, tcp_observer)
 from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.ecn")
@@ -45,9 +48,6 @@ USER_AGENT = tcpclient.USER_AGENT
 #: ``net.ipv4.tcp_ecn`` values: 2 = accept ECN but do not ask for it, 1 = ask for it.
 ECN_OFF = 2
 ECN_ON = 1
-
-DEFAULT_TIMEOUT = 5.0
-DEFAULT_CONNECT = "http"
 
 #: 1.0's record (first nine fields), plus the fields added here.
 SpiderRecord = collections.namedtuple(
@@ -99,17 +99,8 @@ def connectivity(baseline, experiment):
     A path on which the experiment only connected through the kernel's fallback is ``broken``:
     the ECN-setup SYN was lost and the connection succeeded only without ECN.
     """
-    ok0 = bool(baseline and baseline.get('connstate'))
-    ok1 = bool(experiment and experiment.get('connstate'))
-    if ok1 and experiment.get('ecn_fallback'):
-        ok1 = False
-    if ok0 and ok1:
-        return 'ecn.connectivity.works'
-    if ok0:
-        return 'ecn.connectivity.broken'
-    if ok1:
-        return 'ecn.connectivity.transient'
-    return 'ecn.connectivity.offline'
+    ok1 = connected(experiment) and not experiment.get('ecn_fallback')
+    return f'ecn.connectivity.{connectivity_state(connected(baseline), ok1)}'
 
 
 def conditions(baseline, experiment):
@@ -140,19 +131,55 @@ def conditions(baseline, experiment):
     return conds
 
 
+def _ecn_ok(conds, baseline, experiment):
+    """The experiment connected with its ECN-setup SYN (not only after the kernel's fallback)."""
+    return connected(experiment) and 'ecn.fallback.seen' not in conds
+
+
+def _fallback(conds, baseline, experiment):
+    """The experiment connected only after the kernel retried without ECN."""
+    return 'ecn.fallback.seen' in conds and connected(experiment)
+
+
+#: The columns of ``pathspider summary --plugin ecn``: (header, predicate(conditions,
+#: baseline, experiment)).
+SUMMARY_COLUMNS = (
+    ("no ECN ok", connection_ok(0)),
+    ("ECN ok", _ecn_ok),
+    *connectivity_columns('works', 'broken'),
+    ("fallback", _fallback),
+    *connectivity_columns('transient', 'offline'),
+    ("negotiated", has_condition('ecn.negotiation.succeeded')),
+    ("ECT seen", has_condition('ecn.ipmark.ect0.seen', 'ecn.ipmark.ect1.seen')),
+    ("CE seen", has_condition('ecn.ipmark.ce.seen')),
+    *EVIDENCE_COLUMNS,
+)
+#: Printed under the summary table.
+SUMMARY_LEGEND = (
+    "no ECN ok / ECN ok: the connection without / with an ECN-setup SYN worked (a connection "
+    "that only worked after the kernel retried without ECN does not count); "
+    "works/broken/transient/offline: both / only without / only with / neither; fallback: the "
+    "ECN SYN went unanswered and the kernel retried without ECN; negotiated: SYN-ACK with ECE; "
+    "ECT/CE seen: marks on packets from the target.")
+
+
 # ---- the plugin ----------------------------------------------------------------------------------
 
-class ECN(SynchronizedSpider, PluggableSpider):
-    """A/B test of ECN negotiation: baseline without, experiment with an ECN-setup SYN."""
+class ECN(ReactorPlugin, SynchronizedSpider, PluggableSpider):
+    """A/B test of ECN negotiation: baseline without, experiment with an ECN-setup SYN.
 
-    #: post_connect only waits for the reactor, which finishes every connection by itself.
-    post_connect_overlaps = True
+    Connections go through :class:`~pathspider.client.pluginkit.ReactorPlugin` (``connect``
+    only sends the SYN, so the kernel takes the ECN decision under the configuration in
+    force); this class adds the sysctl switch, the record and the Observer's chains.
+    """
+
+    command_name = "ecn"
+    summary_columns = SUMMARY_COLUMNS
+    summary_legend = SUMMARY_LEGEND
+    conditions = staticmethod(conditions)
 
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
-        self.conn_timeout = getattr(args, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
-        self.connect_mode = getattr(args, "connect", DEFAULT_CONNECT) or DEFAULT_CONNECT
-        tcpclient.raise_fd_limit()
         self.system_state = sysstate.SystemState(track=True)
         self.tcp_ecn = self.system_state.sysctl("net.ipv4.tcp_ecn")
         if getattr(args, "no_ecn_fallback", False):
@@ -170,56 +197,38 @@ class ECN(SynchronizedSpider, PluggableSpider):
         """Put ``net.ipv4.tcp_ecn`` (and ``tcp_ecn_fallback``) back to their original values."""
         self.system_state.restore()
 
-    def connect(self, job, pcs, config):
-        """Send the SYN (non-blocking); the ECN decision is taken by the kernel right here."""
-        request = None
-        if self.connect_mode == "http":
-            request = tcpclient.http_request(job_host(job), job[0])
-        return reactor.shared().start(job[0], job[1], self.conn_timeout, request)
+    #: What :meth:`merge` copies from the record :meth:`build_record` returns.
+    result_fields = RESULT_FIELDS
 
-    def post_connect(self, job, conn, pcs, config):
-        """Wait until the reactor has finished the connection (handshake, HTTP exchange if
-        asked, close), then build the record."""
-        conn.wait()
-        attempt, status = conn.attempt, conn.http_status
-        state = attempt.state or Conn.TIMEOUT
+    def build_record(self, job, config, attempt, state, http_status):
+        """1.0's record, plus the state in full, ``sip``, HTTP status and handshake time."""
         return SpiderRecord(job[0], job[1], attempt.port, job_rank(job), job_host(job), config,
                             state == Conn.OK, attempt.tstart, utc_now_text(), state.value,
-                            attempt.sip, status, round(attempt.connect_time or 0.0, 6))
+                            attempt.sip, http_status, round(attempt.connect_time or 0.0, 6))
 
     def create_observer(self):
         """Observer with the basic, TCP, ECN, ICMP and SYN-evidence chains."""
-        return Observer(self.libtrace_uri,
-                        new_flow_chain=[basic_flow, tcp_setup, ecn_setup, ecn_syn_setup,
-                                        icmp_setup],
-                        ip4_chain=[basic_count, ecn_code],
-                        ip6_chain=[basic_count, ecn_code],
-                        icmp4_chain=[icmp_unreachable],
-                        icmp6_chain=[icmp6_unreachable],
-                        tcp_chain=[ecn_syn_track, tcp_handshake, tcp_complete])
+        return tcp_observer(self.libtrace_uri, new_flow=[ecn_setup, ecn_syn_setup],
+                            ip=[ecn_code], tcp=[ecn_syn_track])
 
-    def merge(self, flow, res):
-        """1.0's merge, plus ``sip`` on unobserved records and the fallback evidence."""
-        record = merged_record(flow, res, RESULT_FIELDS)
+    def amend_record(self, record):
+        """The fallback evidence (``ecn_fallback``; None when the flow was not observed)."""
         record["ecn_fallback"] = fallback_seen(record) if record["observed"] else None
-        self.outqueue.put(record)
 
     @staticmethod
     def register_args(subparsers):
-        parser = subparsers.add_parser(
-            "ecn", help="Explicit Congestion Notification (RFC 3168): connectivity and "
-                        "negotiation with and without an ECN-setup SYN",
+        parser = add_command(
+            subparsers, ECN,
+            help="Explicit Congestion Notification (RFC 3168): connectivity and "
+                 "negotiation with and without an ECN-setup SYN",
             description="Connects to every target twice, without (net.ipv4.tcp_ecn=2) and "
                         "with (=1) asking for ECN, and records whether the connection "
                         "worked, whether ECN was negotiated and which ECN marks came back.")
         add_timeout_option(parser, DEFAULT_TIMEOUT)
-        parser.add_argument("--connect", choices=["http", "tcp"], default=DEFAULT_CONNECT,
-                            help="http: send GET / and read the reply, so ECN marks on data "
-                                 "are seen (default); tcp: handshake only, as 1.0")
+        add_connect_option(parser, DEFAULT_CONNECT,
+                           http_purpose=", so ECN marks on data are seen")
         parser.add_argument("--no-ecn-fallback", action="store_true",
                             help="switch the kernel's ECN fallback off for the run "
                                  "(net.ipv4.tcp_ecn_fallback=0): an ECN SYN that goes "
                                  "unanswered then fails instead of being retried without ECN")
-        parser.set_defaults(spider=ECN)
         return parser
-

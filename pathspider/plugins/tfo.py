@@ -33,8 +33,7 @@ import time
 
 from pathspider.client import sysstate
 from pathspider.base import NO_RESULT, Conn, DesynchronizedSpider, PluggableSpider
-from pathspider.observer import Observer, basic_count, basic_flow
-from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
+from pathspider.observer import Observer, basic_count, basic_flow  # noqa: F401  (1.0 names)
 from pathspider.observer.tcp import (TO_EOL, TO_EXPA, TO_EXPB, TO_FASTOPEN,  # noqa: F401
                                      TO_MPTCP, TO_MSS, TO_NOP, TO_SACK, TO_SACKOK, TO_TS,
                                      TO_WS, TO_EXP_FASTOPEN, _tcpoptions, tcp_complete,
@@ -42,13 +41,15 @@ from pathspider.observer.tcp import (TO_EOL, TO_EXPA, TO_EXPB, TO_FASTOPEN,  # n
 from pathspider.observer.tfo import (_tfocookie, _tfopacket, _tfosetup,  # noqa: F401
                                      tfo_packet, tfo_setup)
 from pathspider.client import tcpclient
-from pathspider.client.pluginkit import add_timeout_option, merged_record
+from pathspider.client.pluginkit import (DEFAULT_TIMEOUT, EVIDENCE_COLUMNS, add_command,
+                                         add_timeout_option, connected, connection_ok,
+                                         connectivity, connectivity_columns, has_condition,
+                                         merged_record, tcp_observer)
 from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.tfo")
 
 USER_AGENT = tcpclient.USER_AGENT
-DEFAULT_TIMEOUT = 5.0
 #: Bit of ``net.ipv4.tcp_fastopen`` that enables Fast Open on outgoing connections.
 TFO_CLIENT_ENABLE = 0x1
 
@@ -76,11 +77,7 @@ def conditions(baseline, experiment):
     failed); ``tfo.cookie.received|not_received`` from the baseline's SYN+ACK;
     ``tfo.syndata.acked|not_acked|not_sent`` from the experiment's SYN.
     """
-    ok0 = bool(baseline and baseline.get('connstate'))
-    ok1 = bool(experiment and experiment.get('connstate'))
-    state = {(True, True): 'works', (True, False): 'broken', (False, True): 'transient',
-             (False, False): 'offline'}[(ok0, ok1)]
-    conds = [f'tfo.connectivity.{state}']
+    conds = [f'tfo.connectivity.{connectivity(connected(baseline), connected(experiment))}']
     if baseline and baseline.get('observed'):
         got = baseline.get('tfo_ackkind') and baseline.get('tfo_ackclen')
         conds.append('tfo.cookie.received' if got else 'tfo.cookie.not_received')
@@ -102,8 +99,29 @@ def syn_data_acked(flow):
     return bool(dlen) and flow.get('tfo_ack') == (flow.get('tfo_seq', 0) + dlen + 1) % 2**32
 
 
+#: The columns of ``pathspider summary --plugin tfo``: (header, predicate(conditions,
+#: baseline, experiment)).
+SUMMARY_COLUMNS = (
+    ("baseline ok", connection_ok(0)),
+    ("TFO ok", connection_ok(1)),
+    *connectivity_columns('works', 'broken', 'offline'),
+    ("cookie", has_condition('tfo.cookie.received')),
+    ("no cookie", has_condition('tfo.cookie.not_received')),
+    ("SYN data acked", has_condition('tfo.syndata.acked')),
+    *EVIDENCE_COLUMNS,
+)
+#: Printed under the summary table.
+SUMMARY_LEGEND = ("cookie: the cookie request got a cookie; SYN data acked: the data sent on "
+                  "the SYN with that cookie was acknowledged.")
+
+
 class TFO(DesynchronizedSpider, PluggableSpider):
     """TCP Fast Open: cookie request (baseline), then data on SYN with the cookie."""
+
+    command_name = "tfo"
+    summary_columns = SUMMARY_COLUMNS
+    summary_legend = SUMMARY_LEGEND
+    conditions = staticmethod(conditions)
 
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
@@ -159,13 +177,7 @@ class TFO(DesynchronizedSpider, PluggableSpider):
 
     def create_observer(self):
         """Observer with the basic, TCP, TFO and ICMP chains."""
-        return Observer(self.libtrace_uri,
-                        new_flow_chain=[basic_flow, tcp_setup, tfo_setup, icmp_setup],
-                        ip4_chain=[basic_count],
-                        ip6_chain=[basic_count],
-                        icmp4_chain=[icmp_unreachable],
-                        icmp6_chain=[icmp6_unreachable],
-                        tcp_chain=[tfo_packet, tcp_handshake, tcp_complete])
+        return tcp_observer(self.libtrace_uri, new_flow=[tfo_setup], tcp=[tfo_packet])
 
     def merge(self, flow, res):
         """1.0's merge (``cookie0_time``/``cookie1_time``), plus ``sip`` and the new fields."""
@@ -176,12 +188,11 @@ class TFO(DesynchronizedSpider, PluggableSpider):
 
     @staticmethod
     def register_args(subparsers):
-        parser = subparsers.add_parser(
-            "tfo", help="TCP Fast Open (RFC 7413): cookie request, then data on SYN",
+        parser = add_command(
+            subparsers, TFO, help="TCP Fast Open (RFC 7413): cookie request, then data on SYN",
             description="Connects to every target twice with TCP Fast Open: first asking for "
                         "a cookie, then (if that worked) sending GET / on the SYN with the "
                         "cookie, and records what the SYNs and SYN+ACKs carried.")
         add_timeout_option(parser, DEFAULT_TIMEOUT)
-        parser.set_defaults(spider=TFO)
         return parser
 

@@ -41,3 +41,14 @@ def test_plugins_are_discovered():
     names = {plugin.__name__ for plugin in plugins}
     assert {"ECN", "TFO", "DSCP"} <= names
     assert not [e for e in errors if "ecn" in str(e) or "tfo" in str(e) or "dscp" in str(e)]
+
+
+def test_observer_names_of_1_0_plugins():
+    """1.0's plugins imported the Observer, the basic and the TCP chain functions."""
+    from pathspider.observer import Observer, basic_count, basic_flow
+    from pathspider.plugins import dscp, ecn, tfo
+    expected = (Observer, basic_flow, basic_count, tcp_chain.tcp_setup, tcp_chain.tcp_handshake,
+                tcp_chain.tcp_complete)
+    for module in (ecn, dscp, tfo):
+        assert (module.Observer, module.basic_flow, module.basic_count, module.tcp_setup,
+                module.tcp_handshake, module.tcp_complete) == expected, module.__name__
