@@ -1,7 +1,8 @@
 """The ``pathspider`` command line: ``pathspider [global options] COMMAND [command options]``.
 
 COMMAND is a measurement plugin (found in the ``pathspider.plugins`` namespace package, see
-:mod:`pathspider.engine.discovery`) or a built-in utility (``dnsresolv``, ``observe``, ``lab``).
+:mod:`pathspider.engine.discovery`) or a built-in utility (``dnsresolv``, ``summary``,
+``observe``, ``lab``).
 Plugins call ``parser.set_defaults(spider=Class)`` in their ``register_args``; utilities call
 ``parser.set_defaults(func=main)`` with ``main(args) -> exit status``.
 """

@@ -1,4 +1,7 @@
-"""Running one measurement from the command line: feed jobs, write records, report.
+"""Running one measurement from parsed arguments: feed jobs, write records, report.
+
+(PATHspider 1.0's ``pathspider.standalone``, which re-exports :func:`run_standalone` and
+:func:`job_feeder` from here.)
 
 :func:`run_standalone` is what ``pathspider [options] PLUGIN`` does once the arguments are
 parsed. A feeder thread streams the target list into the spider (:func:`job_feeder`), the main
