@@ -30,9 +30,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import dns.exception
-import dns.name
 import dns.nameserver
 import dns.resolver
+
+from pathspider.client.names import dns_name
+from pathspider.engine.targets import (BadTarget, is_ignored, parse_rank, read_lines, shown,
+                                       split_fields)
 
 log = logging.getLogger("pathspider.cli.dnsresolv")
 
@@ -181,32 +184,44 @@ def resolve_entry(resolution, entry, mode):
 
 
 def read_entries(stream, skip=0, count=0):
-    """Yield :class:`Entry` objects from ``rank,domain`` CSV; bad rows are warned and skipped."""
+    """Yield :class:`Entry` objects from ``rank,domain`` lines; bad rows are warned and skipped.
+
+    ``stream`` is what :func:`pathspider.engine.targets.read_lines` takes (a binary file, a
+    descriptor, text lines): the same line rules as for target lists, so quoting never spans
+    lines, a BOM is dropped and an over-long or non-UTF-8 line is one bad row. Domains are
+    checked with :func:`~pathspider.client.names.dns_name` and kept in its A-label form.
+    """
     taken = 0
-    for lineno, row in enumerate(csv.reader(stream), start=1):
+    for lineno, text in read_lines(stream):
         if lineno <= skip:
             continue
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if row[0].lstrip().startswith("#"):
-            continue
-        if len(row) < 2:
-            log.warning("input line %d: expected 'rank,domain', got %r; skipped", lineno,
-                        ",".join(row))
-            continue
-        rank, domain = row[0].strip(), row[1].strip().rstrip(".")
         try:
-            dns.name.from_text(domain)
-            if not domain or " " in domain:
-                raise ValueError("empty or contains spaces")
-        except (ValueError, dns.exception.DNSException) as exc:
-            log.warning("input line %d: %r is not a domain name (%s); skipped", lineno,
-                        row[1], exc)
+            entry = _entry(lineno, text)
+        except BadTarget as exc:
+            log.warning("input line %d: %s; skipped", lineno, exc)
             continue
-        yield Entry(lineno, rank, domain)
+        if entry is None:
+            continue
+        yield entry
         taken += 1
         if count and taken >= count:
             return
+
+
+def _entry(lineno, text):
+    """The :class:`Entry` of one input line, None for a blank or comment line, or BadTarget."""
+    if isinstance(text, BadTarget):
+        raise text
+    if is_ignored(text):
+        return None
+    row = split_fields(text)
+    if len(row) < 2:
+        raise BadTarget(f"expected 'rank,domain', got {shown(text)}")
+    try:
+        domain = dns_name(row[1].strip())
+    except ValueError as exc:
+        raise BadTarget(f"{shown(row[1])} is not a domain name ({exc})") from None
+    return Entry(lineno, parse_rank(row[0]), domain)
 
 
 class Writer:
@@ -280,7 +295,7 @@ def main(args):
     output_path = getattr(args, "output", None) or "/dev/stdout"
     started = time.monotonic()
     try:
-        with open(input_path, newline="") as infile, \
+        with open(input_path, "rb") as infile, \
                 open(output_path, "w", newline="") as outfile:
             writer = Writer(outfile, port)
             entries = read_entries(infile, args.debug_skip, args.debug_count)

@@ -24,6 +24,7 @@ import select
 import socket
 import time
 
+from pathspider.client.names import dns_name
 from pathspider.constants import Conn, Connection
 
 log = logging.getLogger("pathspider.client.tcpclient")
@@ -215,11 +216,32 @@ def recv_reply(sock, deadline, limit=MAX_REPLY):
 
 def http_request(host, ip):
     """The ``GET /`` request sent by the plugins (``Connection: close`` so the server ends the
-    connection with a FIN and the Observer sees the flow complete)."""
-    if not host:
-        host = f"[{ip}]" if ":" in ip else ip
+    connection with a FIN and the Observer sees the flow complete).
+
+    ``host`` comes from the target list: it goes into the Host header only as a valid DNS name
+    (its A-label form), else ``ValueError`` -- a name with CR/LF must never add headers or a
+    second request, whatever reader produced the job. Without a host, the address is used.
+    """
+    if host:
+        try:
+            host = dns_name(host)
+        except ValueError as exc:
+            raise ValueError(f"not a host name for the Host header: {host!r:.60} ({exc})") \
+                from None
+    else:
+        host = _address_literal(ip)
     return (f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
-            "Connection: close\r\n\r\n").encode("ascii", "replace")
+            "Connection: close\r\n\r\n").encode("ascii")
+
+
+def _address_literal(ip):
+    """``ip`` as a Host header value (``[v6]``); ``ValueError`` if it is not an IP address."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        socket.inet_pton(family, ip)
+    except (OSError, ValueError):
+        raise ValueError(f"not an IP address: {ip!r}") from None
+    return f"[{ip}]" if family == socket.AF_INET6 else ip
 
 
 def http_status(reply):

@@ -1,6 +1,7 @@
 """Tests of the ``dnsresolv`` utility against a real (local, in-test) DNS server over UDP."""
 import argparse
 import logging
+import os
 import select
 import socket
 import threading
@@ -238,3 +239,67 @@ def test_resolves_lab_names_through_the_lab_dns(lab, tmp_path):
     # which address of the server was asked
     assert len(set(results.values())) == 1
     assert names.hostname("clean", 1) in domains
+
+
+def read_logged(lines, caplog, skip=0, count=0):
+    """Entries read from ``lines`` and the warnings, as ``(lineno, domain)`` pairs."""
+    with caplog.at_level(logging.WARNING, logger="pathspider.cli.dnsresolv"):
+        entries = list(dnsresolv.read_entries(lines, skip, count))
+    return [(e.lineno, e.rank, e.domain) for e in entries], [r.getMessage() for r in caplog.records]
+
+
+def test_read_entries_line_rules(caplog):
+    lines = [b"\xef\xbb\xbf1,Example.org\r\n",      # BOM and CRLF
+             b'"2","bare.example."\n',              # quotes within the line
+             b'3,"open.example\n',                  # a stray quote...
+             b"4,www.example.org\n",                # ...does not swallow this line
+             b"5," + b"a" * 70_000 + b"\n",         # over-long
+             b"6,caf\xe9.example\n",                # not UTF-8
+             b"7,B\xc3\xbccher.example\n",          # Unicode name: its A-label
+             b"8,evil.example\rX-Injected: 1\n",    # CR inside the line
+             b"9,evil example\n",
+             b"\n", b"# comment\n",
+             b"12,\x1b[2J,x\n",
+             b"13\n",
+             b"14,bare.example"]                    # no newline at the end
+    entries, messages = read_logged(lines, caplog)
+    assert entries == [(1, "1", "example.org"), (2, "2", "bare.example"),
+                       (4, "4", "www.example.org"), (7, "7", "xn--bcher-kva.example"),
+                       (14, "14", "bare.example")]
+    bad = {int(m.split()[2].rstrip(":")): m for m in messages}
+    assert sorted(bad) == [3, 5, 6, 8, 9, 12, 13]
+    assert "malformed quoting" in bad[3] and "longer than 65536 bytes" in bad[5]
+    assert "not valid UTF-8" in bad[6] and "carriage return" in bad[8]
+    assert "not a domain name" in bad[9] and "rank,domain" in bad[13]
+    assert all(m.endswith("; skipped") and len(m) < 200 for m in messages)
+
+
+def test_read_entries_skip_and_count_still_work(caplog):
+    lines = [f"{i},n{i}.example\n" for i in range(1, 11)]
+    entries, _ = read_logged(lines, caplog, skip=3, count=4)
+    assert [e[0] for e in entries] == [4, 5, 6, 7]
+
+
+def test_read_entries_from_a_descriptor(tmp_path, caplog):
+    path = tmp_path / "names.csv"
+    path.write_bytes(b"1,example.org\n2,\xff\n3,bare.example\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        entries, messages = read_logged(fd, caplog)
+    finally:
+        os.close(fd)
+    assert [e[2] for e in entries] == ["example.org", "bare.example"]
+    assert len(messages) == 1 and "line 2" in messages[0]
+
+
+def test_cli_reads_bytes_safely(tmp_path, dnsserver, caplog):
+    """A BOM, a non-UTF-8 line and a stray quote in the input file: the rest still resolves."""
+    args, outfile = make_args(tmp_path, [], dnsserver, "--www", "never", "--family", "4")
+    with open(args.input, "wb") as infile:
+        infile.write(b'\xef\xbb\xbf1,bare.example\n2,\xff\xfe\n3,"example.org\n4,Example.ORG\n')
+    with caplog.at_level(logging.WARNING, logger="pathspider.cli.dnsresolv"):
+        assert args.func(args) == 0
+    assert outfile.read_text() == "198.18.70.3,80,bare.example,1\n198.18.70.1,80,example.org,4\n"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("line 2" in m and "UTF-8" in m for m in messages)
+    assert any("line 3" in m and "quoting" in m for m in messages)

@@ -2,6 +2,8 @@
 import socket
 import threading
 
+import pytest
+
 from pathspider.base import Conn
 from pathspider.client import tcpclient
 
@@ -54,6 +56,26 @@ def test_refused_keeps_the_local_port():
 def test_host_header_defaults_to_the_address():
     assert b"Host: [::1]\r\n" in tcpclient.http_request("", "::1")
     assert b"Host: 198.18.64.1\r\n" in tcpclient.http_request(None, "198.18.64.1")
+
+
+@pytest.mark.parametrize("host", ["a.example\r\nX-Injected: 1", "a.example\n\nGET /x HTTP/1.1",
+                                  "a.example\r", "a b", "a.example:80", "a.example/x",
+                                  "u@a.example"])
+def test_host_header_refuses_what_is_not_a_host_name(host):
+    """Defence in depth: whatever made the job, no CR/LF (or other junk) reaches the request."""
+    with pytest.raises(ValueError, match="not a host name"):
+        tcpclient.http_request(host, "198.18.64.1")
+
+
+def test_host_header_uses_the_a_label_in_lower_case():
+    request = tcpclient.http_request("Bücher.Example.", "198.18.64.1")
+    assert b"Host: xn--bcher-kva.example\r\n" in request
+    assert request.count(b"\r\n") == 5
+
+
+def test_host_header_fallback_needs_an_address():
+    with pytest.raises(ValueError, match="not an IP address"):
+        tcpclient.http_request("", "198.18.64.1\r\nX: 1")
 
 
 def test_http_status_parsing():
