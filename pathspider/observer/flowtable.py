@@ -20,19 +20,45 @@ of PATHspider 1.0's Observer:
 * ICMPv4 errors (types 3, 4, 5, 11, 12) and ICMPv6 errors (1, 2, 3, 4) quoting an IP header
   plus 8 bytes are attached to the flow of the quoted packet, as reverse-direction packets of
   it. A shorter quotation is keyed by the ICMP packet's own 3-tuple.
+* A fresh SYN starts a new flow (a local port reused for the same target within the expiry
+  or idle time). The flow remembers its initial sequence number (ISN): the sequence number
+  and direction of its first pure SYN (SYN without ACK), whether that packet created the
+  flow or came later. A pure SYN (a TCP packet, not an ICMP quotation) arriving on an
+  existing flow
+
+  - in the ISN's direction with another sequence number ends the old flow, whatever its
+    state (active, completed or vetoed); with the same number it is a retransmission and
+    stays in the flow;
+  - on a flow without an ISN (its first packets were no pure SYN: the capture started
+    mid-connection, or an ICMP error quoting the SYN came first), or in the direction
+    opposite to the ISN, ends the old flow only if that flow is already completed. While
+    the flow is active such a SYN stays in it: nothing tells a new connection from a late
+    SYN of this one there, and in a simultaneous open both ends send a pure SYN, each with
+    its own sequence number, in one connection; once FIN+FIN or an RST completed the flow,
+    a pure SYN can only open a new connection. (On a flow without an ISN, a SYN that stays
+    becomes its ISN.)
+
+  Ending a flow this way emits it at once, with everything it had and before the new flow
+  (a vetoed flow is forgotten); its pending timers skip it. The SYN then starts a new flow
+  like any first packet: a new record through the ``new_flow`` chain, the SYN's direction
+  forward. The ISN lives on the table's flow entry, never in the record.
 
 Fixes relative to 1.0 (the numbers are PATHspider's upstream issues): IPv6 extension headers
 are skipped before keying (#264); ICMPv6 errors are linked (#145); non-first IPv4/IPv6
 fragments are mapped to the flow of their first fragment when it was seen (#144), else keyed
 by 3-tuple; records never carry internal keys (#17); vetoed flows are forgotten after
 ``idle_timeout`` without packets instead of being remembered for the whole run; a chain
-function that raises is logged and counted, the Observer goes on.
+function that raises is logged and counted, the Observer goes on; a fresh SYN on a reused
+port starts a new flow (1.0 merged the two connections into one record, leaving the other
+connection unobserved).
 
 Cost per packet (plain TCP/UDP over IPv4 without options or IPv6 without extension headers):
 one ``struct`` call reads the header fields and the flow key (addresses and ports are
 contiguous in such packets), one dict lookup with that raw-bytes key finds the flow (each flow
 is stored under its forward and its reverse key, with the direction in the entry), no
-per-packet timer bookkeeping (idle timers are re-armed lazily when their bin comes up).
+per-packet timer bookkeeping (idle timers are re-armed lazily when their bin comes up), and
+for a packet of a known flow one tuple lookup by its TCP flags (``flags`` is garbage for UDP:
+the protocol is tested after it) to catch a pure SYN: only then is the sequence number read.
 The chains run without a Python call per function: library functions carry inline forms
 (:mod:`pathspider.observer.fastpath`) that are pasted, together with calls of the other
 functions, into a copy of :meth:`FlowTable.process` made for the table's chains
@@ -102,6 +128,12 @@ _TC6_LO = tuple(b >> 4 for b in range(256))
 """IPv6 traffic class = ``_TC6_HI[byte 0] + _TC6_LO[byte 1]``."""
 _UNFRAGMENTED = frozenset((0x0000, 0x4000, 0x8000, 0xC000))
 """IPv4 flags + fragment offset values of a packet that is not a fragment."""
+_PURE_SYN = tuple(f & 0x12 == 0x02 for f in range(0x1000))
+"""Is it a pure SYN (SYN without ACK)? Indexed by the 12-bit TCP ``flags``."""
+_SEQ = struct.Struct("!I").unpack_from
+"""The TCP sequence number at a given offset (read for pure SYNs only)."""
+_SEQ_AT = (0, 0, 0, 0, 24, 0, 44)
+"""Offset of the TCP sequence number from the IP header, by IP version (no options)."""
 
 
 def compose_new_flow(fns, inline=True):
@@ -329,9 +361,9 @@ def _merge_env(env, extra):
 class Flow:
     """Table entry: the record plus the state that must never leak into it."""
 
-    __slots__ = ("rec", "state", "tab", "fkey", "rkey", "seq", "expires")
+    __slots__ = ("rec", "state", "tab", "fkey", "rkey", "seq", "expires", "isn", "isn_rev")
 
-    def __init__(self, rec, state, tab, fkey, rkey, seq):
+    def __init__(self, rec, state, tab, fkey, rkey, seq, isn=None):
         self.rec = rec
         self.state = state
         self.tab = tab          # the per-protocol dict holding both keys
@@ -339,6 +371,8 @@ class Flow:
         self.rkey = rkey        # key of the reverse direction
         self.seq = seq          # creation order, for a deterministic flush
         self.expires = None     # bin at which a completed flow is emitted
+        self.isn = isn          # TCP: sequence number of the first pure SYN, or None
+        self.isn_rev = False    # ... and its direction (True: reverse)
 
 
 _SWAP4 = struct.Struct("!4s4sHH")       # IPv4 5-tuple key: addresses and ports
@@ -375,10 +409,14 @@ def packet_key(ip):
 
 
 class Counters:
-    """What the table saw; ``as_dict()`` is JSON-ready."""
+    """What the table saw; ``as_dict()`` is JSON-ready.
+
+    ``syn_restarts``: flows ended early because a fresh SYN started a new flow on their key
+    (see the module docstring).
+    """
 
     __slots__ = ("packets", "short", "nonip", "malformed", "flows", "ignored", "emitted",
-                 "chain_errors", "icmp_linked", "fragments", "slowpath")
+                 "chain_errors", "icmp_linked", "fragments", "slowpath", "syn_restarts")
 
     def __init__(self):
         for name in self.__slots__:
@@ -570,9 +608,10 @@ class FlowTable:
         reads the fields it needs and the flow key, one dict lookup finds the flow, the header
         views handed to the chains are reused from packet to packet (and only filled in when a
         chain function that is called needs them), and the per-packet chains run as one
-        compiled runner (:func:`compile_runner`). Everything else (ICMP, fragments, other
-        protocols, VLAN tags, anything short or malformed) goes through :meth:`_slow_packet`,
-        which applies the same rules with freshly parsed views.
+        compiled runner (:func:`compile_runner`). A pure SYN on a known flow goes through
+        :meth:`_fresh_syn` (it may end the flow and start a new one). Everything else (ICMP,
+        fragments, other protocols, VLAN tags, anything short or malformed) goes through
+        :meth:`_slow_packet`, which applies the same rules with freshly parsed views.
 
         This method is also the template of the table's specialised copy (see
         :func:`specialise_process`), which has the chains pasted in place of the runner call
@@ -595,6 +634,7 @@ class FlowTable:
         eth4, eth6, hdr4, hdr6 = _ETH4, _ETH6, _HDR4, _HDR6
         hlen4, hlen6, ns, tc6hi, tc6lo = _TCP_HLEN4, _TCP_HLEN6, _TCP_NS, _TC6_HI, _TC6_LO
         unfragmented = _UNFRAGMENTED
+        puresyn, seqat, seqoff, fresh_syn = _PURE_SYN, _SEQ, _SEQ_AT, self._fresh_syn
         lo = 14                             # the link header length (Ethernet)
         packets = META.iter_unpack(meta)
         # the packet count at any point is total - packets.__length_hint__()
@@ -670,7 +710,14 @@ class FlowTable:
             v = tab.get(key)
             if v is not None:
                 rec, rev, flow = v
-                if rec is None:             # vetoed flow
+                # a pure SYN may open a new connection on a reused port (module docstring):
+                # one tuple lookup per packet of a known flow; ``flags`` is garbage for UDP,
+                # hence the protocol test after it; the sequence number is read for pure
+                # SYNs only (``off + lo``: the IP header)
+                if puresyn[flags] and proto == 6 and fresh_syn(
+                        flow, rev, seqat(pkts, off + lo + seqoff[version])[0]):
+                    v = None                # the old flow was emitted: start a new one
+                elif rec is None:           # vetoed flow
                     flow.rec["last"] = ts
                     continue
             if v is None or views:
@@ -714,7 +761,10 @@ class FlowTable:
                     tv.end = ipend
                 if v is None:
                     ct.packets = total - packets.__length_hint__()
-                    rec = new_flow(ip, ts, tab, key, False)
+                    # a pure SYN gives the flow its ISN (_new_flow)
+                    rec = new_flow(ip, ts, tab, key, False,
+                                   seqat(pkts, l4 + 4)[0] if puresyn[flags] and proto == 6
+                                   else None)
                     next_tick = self.next_tick
                     if rec is None:
                         continue
@@ -790,20 +840,26 @@ class FlowTable:
             ct.malformed += 1
             self._log_error("dissecting", err)
             return
+        # the sequence number of a pure SYN (``_tcp`` is falsy unless the packet is TCP: an
+        # ICMP error quoting a SYN is no SYN)
+        tcp = ip._tcp
+        syn = _SEQ(tcp.buf, tcp.off + 4)[0] if tcp and _PURE_SYN[tcp.flags] else None
         v = tab.get(key)
+        if v is not None:
+            rec, rev, flow = v
+            if quoted:                      # an ICMP error travels against the quoted packet
+                rev = not rev
+            if syn is not None and self._fresh_syn(flow, rev, syn):
+                v = None                    # the old flow was emitted: start a new one
+            elif rec is None:               # vetoed flow
+                flow.rec["last"] = ts
+                return
         if v is None:
-            rec = self._new_flow(ip, ts, tab, key, quoted)
+            rec = self._new_flow(ip, ts, tab, key, quoted, syn)
             if rec is None:
                 return
             flow = tab[key][2]
             rev = False
-        else:
-            rec, rev, flow = v
-            if quoted:                      # an ICMP error travels against the quoted packet
-                rev = not rev
-            if rec is None:                 # vetoed flow
-                flow.rec["last"] = ts
-                return
         rec["last"] = ts
         try:
             ok = self._run_chains(rec, ip, q, rev)
@@ -907,10 +963,12 @@ class FlowTable:
         addrs = buf[off + 12:off + 20] if ip.version == 4 else buf[off + 8:off + 40]
         return self.tabs[ip.proto], addrs
 
-    def _new_flow(self, ip, ts, tab, key, quoted):
+    def _new_flow(self, ip, ts, tab, key, quoted, isn=None):
         """Create (or veto) the flow of a packet whose key is not in the table.
 
-        Returns the new record, or None if the flow was vetoed or a new_flow function raised.
+        ``isn``: the sequence number of the packet if it is a pure SYN (see
+        :meth:`_fresh_syn`), else None. Returns the new record, or None if the flow was vetoed
+        or a new_flow function raised.
         """
         rec = {"first": ts}
         seq = self._seq = self._seq + 1
@@ -934,11 +992,11 @@ class FlowTable:
         else:
             fkey, rkey = key, other
         if keep:
-            flow = Flow(rec, ACTIVE, tab, fkey, rkey, seq)
+            flow = Flow(rec, ACTIVE, tab, fkey, rkey, seq, isn)
             self.ct.flows += 1
         else:
             rec = None
-            flow = Flow({"last": ts}, IGNORED, tab, fkey, rkey, seq)
+            flow = Flow({"last": ts}, IGNORED, tab, fkey, rkey, seq, isn)
             self.ct.ignored += 1
         tab[fkey] = (rec, False, flow)
         if rkey != fkey:
@@ -950,6 +1008,38 @@ class FlowTable:
         else:
             b.append(flow)
         return rec
+
+    def _fresh_syn(self, flow, rev, seq):
+        """A pure SYN with sequence number ``seq`` arrived on ``flow`` (``rev``: against the
+        flow's forward direction). True if it opens a new connection: the old flow has then
+        been emitted (forgotten if vetoed) and the caller starts a new flow with the packet.
+        False if the SYN belongs to the flow (recorded as its ISN if it had none).
+
+        The rule (module docstring): a SYN in the ISN's direction opens a new connection iff
+        its sequence number differs from the ISN (the same number is a retransmission). With
+        no ISN (the flow did not start with a pure SYN: capture started mid-connection, or an
+        ICMP error quoting the SYN came first) or in the opposite direction (a simultaneous
+        open has a pure SYN with its own sequence number from each end), a fresh connection
+        cannot be told from a SYN of this one while the flow is active, so the SYN stays;
+        once the flow is completed (FIN+FIN or RST seen: expiring), it opens a new one.
+        """
+        isn = flow.isn
+        if isn is not None and rev == flow.isn_rev:
+            if seq == isn:
+                return False                # a retransmission of the flow's SYN
+        elif flow.state != EXPIRING:        # no ISN or the other direction, still open
+            if isn is None:
+                flow.isn = seq
+                flow.isn_rev = rev
+            return False
+        # a new connection over this key: end the old flow now; its timer entries skip it
+        # (state GONE), so it is emitted exactly once, before the flow the SYN starts
+        if flow.state == IGNORED:
+            self._forget(flow)
+        else:
+            self._emit(flow)
+        self.ct.syn_restarts += 1
+        return True
 
     def _run_chains(self, rec, ip, q, rev):
         """Run the per-packet chains; False as soon as one function returns a falsy value."""

@@ -195,3 +195,49 @@ def test_a_completed_flow_still_stops_the_functions_after_tcp_complete():
         t = _run(packets, {"new_flow": [tcp_setup], "tcp": [tcp_complete, after]}, inline,
                  specialise)
         assert seen == [mk.SYN] and t.ct.flows == 1
+
+
+# a fresh SYN (a pure SYN with another sequence number) ends a flow and starts a new one: the
+# same records and counters whatever runs the chains and whichever path the packets take
+SEQS = (1000, 2000, 0xFFFFFFFF)
+reuse_events = st.lists(st.tuples(st.sampled_from([0, 0, 1, 1, 2, 3]), st.booleans(),
+                                  st.sampled_from([0, 0, 0, 1, 2, 3, 4, 6, 7, 8, 10]),
+                                  st.integers(0, len(SEQS) - 1), st.integers(1, 12)),
+                        min_size=8, max_size=40)
+
+
+def _reuse_packet(flow, reverse, flags, seq, tos=0):
+    c, s = (C6, S6) if flow & 1 else (C4, S4)
+    cp, sp = 40000 + (flow & 1), 80          # two flows per version share their 5-tuple
+    if reverse:
+        c, s, cp, sp = s, c, sp, cp
+    if flow >= 2:                            # UDP on the same ports: not TCP, never a SYN
+        make = mk.udp6 if flow & 1 else mk.udp4
+        return make(c, s, cp, sp, b"\0\0\0\0\x50" + bytes([FLAG_SETS[flags]]) + bytes(8))
+    make = mk.tcp6 if flow & 1 else mk.tcp4
+    return make(c, s, cp, sp, FLAG_SETS[flags], seq=SEQS[seq])
+
+
+@settings(max_examples=150, deadline=None)
+@given(reuse_events, st.booleans())
+def test_fresh_syns_give_the_same_flows_on_every_path(evs, order):
+    packets, ts = [], 1.0
+    for flow, reverse, flags, seq, gap in evs:
+        ts += gap / 10
+        packets.append((ts, _reuse_packet(flow, reverse, flags, seq)))
+    vlan = lambda p: mk.eth(p, vlans=((0x8100, 7),))   # noqa: E731  (the general path)
+    chains, _ = _chains(order)
+    called = _run(packets, chains, False)
+    assert called.ct.slowpath == 0
+    runs = [_run(packets, _chains(order)[0], True, specialise) for specialise in (True, False)]
+    runs.append(_run(packets, _chains(order)[0], True, linktype=1, wrap=vlan))
+    assert runs[-1].ct.slowpath == runs[-1].ct.packets
+    for table in runs:
+        assert ([list(r.items()) for r in table.emitted]
+                == [list(r.items()) for r in called.emitted])
+        a, b = table.ct.as_dict(), called.ct.as_dict()
+        a.pop("slowpath"), b.pop("slowpath")
+        assert a == b
+    # every packet is counted in exactly one record, every record is emitted once
+    assert sum(r["pkt_fwd"] + r["pkt_rev"] for r in called.emitted) == len(packets)
+    assert len({id(r) for r in called.emitted}) == len(called.emitted) == called.ct.flows

@@ -1,12 +1,15 @@
 """Flow table semantics (1.0): keys, directions, veto, short-circuit, packet-clock timers,
-ICMP linking, fragments, robustness. Packets are crafted and fed one by one (raw IP link)."""
+ICMP linking, fragments, robustness, and a fresh SYN on a reused port starting a new flow.
+Packets are crafted and fed one by one (raw IP link unless a test says otherwise)."""
 import collections
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from core_craft import mk
 from pathspider.observer.flowtable import FlowTable, reverse_key
 from pathspider.observer import basic_count, basic_flow
+from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
 
 C4, S4, C6, S6 = mk.C4, mk.S4, mk.C6, mk.S6
 ROUTER4, ROUTER6 = "198.18.0.254", "2001:db8::fe"
@@ -493,3 +496,291 @@ def test_a_compiled_chain_stops_at_the_first_falsy_result():
     runner = compile_runner((f(1, "a"), f("yes", "b")), (f(None, "c"), f(True, "d")))
     assert not runner.run("rec", False, "ip", "l4", 0, 0, 0)
     assert log == [("a", "ip", False), ("b", "ip", False), ("c", "l4", False)]
+
+
+# ------------------------------------------------------------------ a fresh SYN starts a new flow
+# A local port reused for the same target within the expiry (or idle) time: the new
+# connection's pure SYN, with another initial sequence number, ends the old flow (emitted at
+# once, before the new one, exactly once) and starts a new one.
+
+SYN, ACK, FIN, RST, PSH = mk.SYN, mk.ACK, mk.FIN, mk.RST, mk.PSH
+
+#: how the chains run: pasted into a copy of process, in compiled runners, or all called
+MODES = {"specialised": {}, "runners": {"specialise": False}, "called": {"inline": False}}
+#: link types and wrappers: the first three take the fast path, a VLAN tag the general one
+PATHS = {"raw": (RAW, lambda p: p), "eth": (1, mk.eth), "sll": (113, mk.sll),
+         "vlan": (1, lambda p: mk.eth(p, vlans=((0x8100, 7),)))}
+
+
+def tcp_table(mode="specialised", linktype=RAW, new_flow=(), **kw):
+    chains = {"new_flow": [*new_flow, basic_flow, tcp_setup], "ip4": [basic_count],
+              "ip6": [basic_count], "tcp": [tcp_handshake, tcp_complete]}
+    return FlowTable(linktype, chains, **MODES[mode], **kw)
+
+
+def replay(table, packets, wrap=lambda p: p, until=None):
+    """Feed ``(ts, packet)`` pairs; ``[(i, rec), ...]``: each record emitted and the index of
+    the packet during which it was (``len(packets)``: by the clock at ``until``, then flush)."""
+    out = []
+    for i, (ts, pkt) in enumerate(packets):
+        table.process_packet(wrap(pkt), ts)
+        out += [(i, rec) for rec in drain(table)]
+    if until is not None:
+        table.tick(until)
+    out += [(len(packets), rec) for rec in drain(table) + flushed(table)]
+    return out
+
+
+class Conn:
+    """Segments of one TCP connection from the client's port ``sp`` to port 80."""
+
+    def __init__(self, v6=False, sp=40000, isn=1000, server_isn=700000, c=None, s=None):
+        self.make = mk.tcp6 if v6 else mk.tcp4
+        self.c = c or (C6 if v6 else C4)
+        self.s = s or (S6 if v6 else S4)
+        self.sp, self.isn, self.sisn = sp, isn, server_isn
+
+    def out(self, flags, seq=None, payload=b""):
+        """Client to server (``seq`` defaults to the ISN + 1, or the ISN for a pure SYN)."""
+        if seq is None:
+            seq = self.isn + (0 if flags & SYN and not flags & ACK else 1)
+        return self.make(self.c, self.s, self.sp, 80, flags, seq=seq, ack=self.sisn + 1,
+                         payload=payload)
+
+    def back(self, flags, seq=None, payload=b""):
+        """Server to client."""
+        seq = self.sisn if seq is None else seq
+        return self.make(self.s, self.c, 80, self.sp, flags, seq=seq, ack=self.isn + 1,
+                         payload=payload)
+
+    def session(self, t0, requests=1, close="fin"):
+        """Handshake, ``requests`` request/response pairs, FIN exchange, RST or nothing."""
+        pkts = [self.out(SYN), self.back(SYN | ACK), self.out(ACK)]
+        for _ in range(requests):
+            pkts += [self.out(PSH | ACK, payload=b"GET /"), self.back(PSH | ACK, payload=b"OK")]
+        if close == "fin":
+            pkts += [self.out(FIN | ACK), self.back(FIN | ACK), self.out(ACK)]
+        elif close == "rst":
+            pkts += [self.out(RST | ACK)]
+        return [(t0 + 0.01 * i, p) for i, p in enumerate(pkts)]
+
+
+def tcp_view(rec):
+    return {k: rec[k] for k in ("sip", "sp", "pkt_fwd", "pkt_rev", "fwd_syn_flags",
+                                "rev_syn_flags", "tcp_connected", "fwd_fin", "rev_fin",
+                                "fwd_rst", "rev_rst")}
+
+
+def handshake(sip, pkts, fin=True, rst=False, connected=True, rev_syn=SYN | ACK, sp=40000):
+    return {"sip": sip, "sp": sp, "pkt_fwd": pkts[0], "pkt_rev": pkts[1], "fwd_syn_flags": SYN,
+            "rev_syn_flags": rev_syn, "tcp_connected": connected, "fwd_fin": fin,
+            "rev_fin": fin, "fwd_rst": rst, "rev_rst": False}
+
+
+def check_path(table, path):
+    if path == "vlan":
+        assert table.ct.slowpath == table.ct.packets
+    else:
+        assert table.ct.slowpath == 0
+
+
+scenarios = pytest.mark.parametrize("mode", sorted(MODES))
+paths = pytest.mark.parametrize("path", sorted(PATHS))
+versions = pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+
+
+@scenarios
+@paths
+@versions
+def test_port_reuse_after_fin_within_the_expiry_gives_two_flows(mode, path, v6):
+    linktype, wrap = PATHS[path]
+    first, second = Conn(v6, isn=1000), Conn(v6, isn=0xFFFF0000, server_isn=9)
+    a = first.session(10.0)                              # FIN+FIN at 10.06: expiry bin 16
+    b = second.session(11.0, requests=2)                 # the port again, 1 s later
+    t = tcp_table(mode, linktype)
+    out = replay(t, a + b, wrap, until=40.0)
+    client = C6 if v6 else C4
+    # the old flow is emitted during the new SYN, with everything it had, and only then
+    # the new one (by its own expiry timer); the old flow's timer emits nothing again
+    assert [(i, tcp_view(r)) for i, r in out] == [
+        (len(a), handshake(client, (5, 3))),
+        (len(a + b), handshake(client, (6, 4)))]
+    (_, old), (_, new) = out
+    assert (old["first"], old["last"]) == (a[0][0], a[-1][0])
+    assert (new["first"], new["last"]) == (b[0][0], b[-1][0])
+    assert (t.ct.flows, t.ct.emitted, t.ct.syn_restarts) == (2, 2, 1)
+    assert t.tabs[6] == {}
+    check_path(t, path)
+
+
+@scenarios
+@paths
+@versions
+def test_port_reuse_after_rst_gives_two_flows(mode, path, v6):
+    linktype, wrap = PATHS[path]
+    refused = Conn(v6, isn=5)
+    a = [(10.0, refused.out(SYN)), (10.01, refused.back(RST | ACK, seq=0))]
+    b = Conn(v6, isn=6).session(10.5, close="rst")       # the RST completes it as well
+    t = tcp_table(mode, linktype)
+    out = replay(t, a + b, wrap, until=40.0)
+    client = C6 if v6 else C4
+    refused_rec = dict(handshake(client, (1, 1), fin=False, connected=False, rev_syn=None),
+                       rev_rst=True)
+    assert [(i, tcp_view(r)) for i, r in out] == [
+        (len(a), refused_rec),
+        (len(a + b), handshake(client, (4, 2), fin=False, rst=True))]
+    assert (t.ct.flows, t.ct.emitted, t.ct.syn_restarts) == (2, 2, 1)
+    check_path(t, path)
+
+
+@scenarios
+@paths
+@versions
+def test_port_reuse_after_a_timed_out_syn_gives_two_flows(mode, path, v6):
+    # no FIN, no RST: the first flow is still active (idle timeout 30 s) when the port is
+    # reused; its SYN retransmissions (same sequence number) stayed in it
+    linktype, wrap = PATHS[path]
+    lost = Conn(v6, isn=1000)
+    a = [(10.0, lost.out(SYN)), (11.0, lost.out(SYN)), (13.0, lost.out(SYN))]
+    b = Conn(v6, isn=1001).session(20.0)
+    t = tcp_table(mode, linktype)
+    out = replay(t, a + b, wrap, until=100.0)
+    client = C6 if v6 else C4
+    assert [(i, tcp_view(r)) for i, r in out] == [
+        (len(a), handshake(client, (3, 0), fin=False, connected=False, rev_syn=None)),
+        (len(a + b), handshake(client, (5, 3)))]
+    assert out[0][1]["last"] == 13.0
+    assert (t.ct.flows, t.ct.emitted, t.ct.syn_restarts) == (2, 2, 1)
+    check_path(t, path)
+
+
+@scenarios
+@paths
+@versions
+def test_a_syn_retransmission_stays_in_its_flow(mode, path, v6):
+    linktype, wrap = PATHS[path]
+    c = Conn(v6, isn=77)
+    session = c.session(10.5)
+    pkts = [(10.0, c.out(SYN))] + session                # the SYN again, same number
+    # ... even after the flow completed (a retransmission still in flight)
+    pkts += [(12.0, c.out(SYN))]
+    t = tcp_table(mode, linktype)
+    out = replay(t, pkts, wrap, until=40.0)
+    client = C6 if v6 else C4
+    assert [(i, tcp_view(r)) for i, r in out] == [
+        (len(pkts), handshake(client, (7, 3)))]
+    assert (t.ct.flows, t.ct.syn_restarts) == (1, 0)
+    check_path(t, path)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_the_isn_is_shared_by_the_fast_and_the_general_path(v6):
+    # the same table, one connection's packets on both paths: a SYN with IPv4 options or an
+    # IPv6 extension header takes the general path
+    c = Conn(v6, isn=1000)
+
+    def general(flags, seq):
+        seg = mk.tcp(c.sp, 80, flags, seq=seq, src=c.c, dst=c.s)
+        if v6:
+            return mk.ip6(c.c, c.s, 0, seg, exts=mk.ext(6))
+        return mk.ip4(c.c, c.s, 6, seg, options=b"\x01\x01\x01\x01")
+
+    pkts = [(1.0, c.out(SYN)), (1.5, general(SYN, 1000)),       # fast, then retransmitted
+            (2.0, general(SYN, 2000)),                           # general: a new flow
+            (2.5, c.out(SYN, seq=2000)),                         # fast: its retransmission
+            (3.0, c.out(SYN, seq=3000))]                         # fast: another new flow
+    t = tcp_table()
+    out = replay(t, pkts)
+    assert [(i, r["first"], r["pkt_fwd"]) for i, r in out] == [
+        (2, 1.0, 2), (4, 2.0, 2), (5, 3.0, 1)]
+    assert t.ct.slowpath == 2 and t.ct.syn_restarts == 2
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_a_flow_without_isn_is_restarted_only_once_completed(mode):
+    # the capture started mid-connection: the flow's first packet is no pure SYN
+    c = Conn(isn=1000)
+    # an active flow keeps a pure SYN (it cannot tell it from a late SYN of the connection)
+    # and takes its sequence number as ISN: another number then starts a new flow
+    t = tcp_table(mode)
+    out = replay(t, [(1.0, c.out(ACK)), (1.1, c.back(ACK)), (1.2, c.out(SYN, seq=1000)),
+                     (1.3, c.out(SYN, seq=1000)), (1.4, c.out(SYN, seq=5000))])
+    assert [(i, r["first"], r["pkt_fwd"], r["pkt_rev"]) for i, r in out] == [
+        (4, 1.0, 3, 1), (5, 1.4, 1, 0)]
+    # a completed flow (here by an RST) without ISN: a pure SYN starts a new flow
+    t = tcp_table(mode)
+    out = replay(t, [(1.0, c.out(ACK)), (1.1, c.back(RST)), (1.2, c.out(SYN, seq=1000)),
+                     (1.3, c.out(SYN, seq=1000))])
+    assert [(i, r["first"], r["pkt_fwd"], r["pkt_rev"]) for i, r in out] == [
+        (2, 1.0, 1, 1), (4, 1.2, 2, 0)]
+    assert t.ct.syn_restarts == 1
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_a_reverse_pure_syn_starts_a_new_flow_only_once_completed(mode):
+    c = Conn(isn=1000, server_isn=5000)
+    # a simultaneous open: each end sends a pure SYN with its own number, one connection
+    opening = [(1.0, c.out(SYN)), (1.1, c.back(SYN, seq=5000)), (1.2, c.back(SYN, seq=5000)),
+               (1.3, c.back(SYN, seq=6000)),           # not the ISN's direction: stays
+               (1.4, c.out(SYN | ACK)), (1.5, c.back(SYN | ACK))]
+    t = tcp_table(mode)
+    out = replay(t, opening)
+    assert [(i, r["pkt_fwd"], r["pkt_rev"]) for i, r in out] == [(len(opening), 2, 4)]
+    # once the flow completed, a pure SYN from the other end opens a new connection there
+    t = tcp_table(mode)
+    pkts = opening + [(1.6, c.out(RST | ACK)), (2.0, c.back(SYN, seq=7000))]
+    out = replay(t, pkts)
+    assert [(i, r["sip"], r["pkt_fwd"], r["pkt_rev"]) for i, r in out] == [
+        (len(pkts) - 1, C4, 3, 4), (len(pkts), S4, 1, 0)]
+    assert out[1][1]["fwd_syn_flags"] == SYN and out[1][1]["rev_syn_flags"] is None
+
+
+def test_an_icmp_error_quoting_a_syn_gives_no_isn_the_syn_does():
+    c = Conn(isn=100)
+    syn = c.out(SYN)
+    error = mk.ip4(ROUTER4, C4, 1, mk.icmp(3, 1, payload=syn[:28]))
+    t = tcp_table()
+    out = replay(t, [(1.0, error), (1.1, syn), (1.2, syn),     # the flow starts with the ICMP
+                     (1.3, error),                                 # (a quoted SYN is no SYN)
+                     (1.4, c.out(SYN, seq=200))])                  # the SYN's ISN is 100
+    assert [(i, r["proto"], r["pkt_fwd"], r["pkt_rev"]) for i, r in out] == [
+        (4, 1, 2, 2), (5, 6, 1, 0)]
+    assert t.ct.syn_restarts == 1
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_a_vetoed_flow_is_forgotten_on_a_fresh_syn_and_the_new_one_judged(mode):
+    judged = []
+
+    def not_isn_1000(rec, ip):
+        judged.append(ip.tcp.seq_nbr)
+        return ip.tcp.seq_nbr != 1000
+
+    c = Conn(isn=1000)
+    t = tcp_table(mode, new_flow=[not_isn_1000])
+    out = replay(t, [(1.0, c.out(SYN)), (1.1, c.back(SYN | ACK)), (1.2, c.out(SYN)),
+                     (2.0, c.out(SYN, seq=2000)), (2.1, c.back(SYN | ACK))], until=100.0)
+    assert judged == [1000, 2000]
+    assert [(i, r["first"], r["pkt_fwd"], r["pkt_rev"]) for i, r in out] == [(5, 2.0, 1, 1)]
+    assert (t.ct.ignored, t.ct.flows, t.ct.emitted, t.ct.syn_restarts) == (1, 1, 1, 1)
+
+
+def test_the_isn_stays_out_of_the_records():
+    c = Conn(isn=1000)
+    t = tcp_table()
+    out = replay(t, [(1.0, c.out(SYN)), (1.1, c.out(SYN, seq=2000))])
+    for _, rec in out:
+        assert set(rec) == {"first", "last", "sip", "dip", "proto", "sp", "dp", "pkt_fwd",
+                            "pkt_rev", "oct_fwd", "oct_rev", "fwd_syn_flags",
+                            "rev_syn_flags", "fwd_fin", "rev_fin", "fwd_rst", "rev_rst",
+                            "tcp_connected"}
+
+
+def test_udp_bytes_that_look_like_a_syn_start_no_new_flow():
+    # on the fast path ``flags`` is read at the TCP flag offset for UDP packets too
+    payload = bytes([0, 0, 0, 0, 0x50, SYN]) + bytes(8)        # UDP bytes 12, 13: 0x50, SYN
+    t = make_table()
+    recs = replay(t, [(1.0, mk.udp4(C4, S4, 1, 2, payload)),
+                      (1.1, mk.udp4(C4, S4, 1, 2, payload[:4] + b"\x50\x02\xff\xff" + bytes(6)))])
+    assert [(r["pkt_fwd"]) for _, r in recs] == [2]
+    assert t.ct.syn_restarts == 0 and t.ct.slowpath == 0

@@ -10,8 +10,9 @@ Two kinds of pcaps live here:
 * crafted edge cases, built byte by byte with ``struct`` below (handshake only, RST, FIN from
   one side, ICMP errors quoting TCP/UDP over IPv4 and IPv6, ECN marks, DSCP, TCP Fast Open,
   MSS, evil bit, zero checksums, DNS, fragments, VLAN, SLL/SLL2, raw IP, loopback, pcapng,
-  malformed packets, packet-clock timers). Checksums are valid; Ethernet frames are padded to
-  60 bytes as on the wire, so short control segments carry padding;
+  malformed packets, packet-clock timers, a local port reused within the expiry). Checksums
+  are valid; Ethernet frames are padded to 60 bytes as on the wire, so short control
+  segments carry padding;
 * ``real_*.pcap``: real connections between two network namespaces joined by a veth pair,
   created (and deleted) by ``--capture`` (root; nothing in the root namespace is changed;
   addresses from 198.18.0.0/15 and 2001:db8::/32 only). Capture uses pcapy-ng inside the
@@ -748,6 +749,53 @@ def _timers():
     return out
 
 
+@scenario('tcp_port_reuse', ['basic', 'tcp'],
+          [{'sp': 40180, 'pkt_fwd': 6, 'pkt_rev': 3, 'tcp_connected': True, 'fwd_fin': True,
+            'rev_fin': True, 'first': T0 + 0.01},
+           {'sp': 40180, 'pkt_fwd': 8, 'pkt_rev': 4, 'tcp_connected': True, 'fwd_fin': True,
+            'rev_fin': True, 'first': T0 + 1.1},
+           {'sp': 40181, 'pkt_fwd': 1, 'pkt_rev': 1, 'rev_rst': True, 'rev_syn_flags': None,
+            'tcp_connected': False},
+           {'sp': 40181, 'pkt_fwd': 4, 'pkt_rev': 2, 'rev_rst': False, 'tcp_connected': True},
+           {'sp': 40182, 'dip': S6(140), 'pkt_fwd': 2, 'pkt_rev': 0, 'fwd_syn_flags': SYN,
+            'tcp_connected': False},
+           {'sp': 40182, 'dip': S6(140), 'pkt_fwd': 4, 'pkt_rev': 2, 'tcp_connected': True},
+           {'sp': 40183, 'pkt_fwd': 3, 'pkt_rev': 1, 'tcp_connected': True}])
+def _port_reuse():
+    """A local port reused for the same target before the first connection's flow was
+    emitted: after a FIN exchange (40180, 1 s later, within the 5 s expiry), after a refusing
+    RST (40181), after a SYN that timed out unanswered (40182, IPv6: the flow is still active)
+    — the new SYN's other initial sequence number starts a new record each time — and a SYN
+    retransmission with the same number, which stays in its flow (40183)."""
+    clock = Clock()
+    out = []
+
+    def add(pairs):
+        out.extend((clock.next(), o, p) for o, p in pairs)
+
+    first, second = Conv(C4, S4(140), 40180), Conv(C4, S4(140), 40180, cseq=2000000)
+    add(first.handshake() + first.exchange() + first.close())
+    clock.skip(1)
+    add(second.handshake() + second.exchange() + second.exchange() + second.close())
+    refused, again = Conv(C4, S4(140), 40181), Conv(C4, S4(140), 40181, cseq=3000000)
+    add([(True, refused.client(SYN, options=SYN_OPTS)),
+         (False, refused.server(RST | ACK, seq=0))])
+    clock.skip(0.5)
+    add(again.handshake() + again.close())
+    lost, retry = Conv(C6, S6(140), 40182), Conv(C6, S6(140), 40182, cseq=4000000)
+    add([(True, lost.client(SYN, options=SYN_OPTS))])
+    clock.skip(1)
+    add([(True, lost.client(SYN, options=SYN_OPTS, seq=1000))])
+    clock.skip(3)
+    add(retry.handshake() + retry.close())
+    slow = Conv(C4, S4(140), 40183)
+    syn = slow.handshake()
+    add(syn[:1])
+    clock.skip(1)
+    add([(True, slow.client(SYN, options=SYN_OPTS, seq=1000))] + syn[1:])
+    return out
+
+
 # ---------------------------------------------------------------------------- building
 
 
@@ -805,7 +853,7 @@ def canonical(rec):
 
 
 STATS_KEYS = ('packets', 'short', 'nonip', 'malformed', 'flows', 'ignored', 'chain_errors',
-              'icmp_linked', 'fragments')
+              'icmp_linked', 'fragments', 'syn_restarts')
 
 
 def observe(path, chains):
