@@ -2,7 +2,7 @@
 
 COMMAND is a measurement plugin (found in the ``pathspider.plugins`` namespace package, see
 :mod:`pathspider.engine.discovery`) or a built-in utility (``dnsresolv``, ``summary``,
-``observe``, ``lab``).
+``observe``, ``restore``, ``lab``).
 Plugins call ``parser.set_defaults(spider=Class)`` in their ``register_args``; utilities call
 ``parser.set_defaults(func=main)`` with ``main(args) -> exit status``.
 """
@@ -20,7 +20,7 @@ log = logging.getLogger("pathspider")
 
 #: Modules providing built-in utility sub-commands, each with ``register_args(subparsers)``.
 UTILITY_MODULES = ("pathspider.cli.dnsresolv", "pathspider.cli.summary", "pathspider.cli.observe",
-                   "pathspider.lab.cli")
+                   "pathspider.cli.restore", "pathspider.lab.cli")
 
 DESCRIPTION = ("PATHspider measures path transparency: it connects to each target twice, in a "
                "baseline and an experimental configuration, observes the packets, and writes "
