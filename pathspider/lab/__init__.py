@@ -6,8 +6,8 @@ servers, and nftables impairments in the middlebox; ``down()`` removes it all. T
 ``pathspider lab up|down|status|targets|exec`` does the same from a shell, and
 :mod:`pathspider.lab.fixtures` offers it to pytest.
 """
-from .lab import Lab, LabError
+from .lab import Lab, LabError, LabNameError
 from .plan import CLASS_NAMES, CLASSES
 from .targets import make_targets
 
-__all__ = ["Lab", "LabError", "CLASSES", "CLASS_NAMES", "make_targets"]
+__all__ = ["Lab", "LabError", "LabNameError", "CLASSES", "CLASS_NAMES", "make_targets"]

@@ -3,20 +3,59 @@
 Registered by pathspider's CLI like a utility (``register_args(subparsers)``, then
 ``args.func(args)`` returns the exit status). Also runnable on its own:
 ``python -m pathspider.lab.cli [--name NAME] COMMAND ...``.
+
+Errors are one line on stderr, ``pathspider lab: error: ...``: exit status 2 for a usage
+error (a bad option value, lab name or command line), 1 when the lab cannot do what was asked
+(not root, not up, a name clash, ...). ``exec`` exits with the command's status (127 if there
+is no such command, 126 if it cannot be run, 128+N if it died of signal N).
 """
 import argparse
+import functools
 import json
 import logging
 import os
+import shutil
 import sys
 
 from . import plan, targets
-from .lab import Lab, LabError
+from .lab import MAX_HTTP_WORKERS, Lab, LabError, LabNameError
 
 log = logging.getLogger("pathspider.lab")
 
 DEFAULT_NAME = "psl"
 NAME_ENV = "PATHSPIDER_LAB_NAME"
+PREFIX = "pathspider lab: error: "
+
+
+def _one_line_error(parser, message):
+    """argparse's error(): one line naming the problem (no usage dump), exit status 2."""
+    parser.exit(2, f"{PREFIX}{message} (see: {parser.prog} --help)\n")
+
+
+class _LabArgumentParser(argparse.ArgumentParser):
+    """The parser of the lab's sub-commands: errors are one line (see module doc)."""
+
+    def error(self, message):
+        _one_line_error(self, message)
+
+
+def _int_in(low, high, what):
+    """An argparse type: an integer in ``low..high`` (``high`` None: no upper bound)."""
+    def convert(text):
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{what} must be {bounds}, got {value}")
+        return value
+    convert.__name__ = what     # argparse names the type in some messages
+    return convert
+
+
+port_number = _int_in(1, 65535, "port")
+positive_count = _int_in(1, None, "count")
 
 
 def register_args(subparsers):
@@ -30,34 +69,52 @@ def register_args(subparsers):
 
 
 def _add_lab_args(parser):
+    # The lab parser itself is made by the parent's subparsers (its class); its errors
+    # (a bad or missing COMMAND) are one line too.
+    parser.error = functools.partial(_one_line_error, parser)
     parser.add_argument("--name", default=os.environ.get(NAME_ENV, DEFAULT_NAME),
-                        help=f"lab name, prefix of its namespaces (default: ${NAME_ENV} "
-                             f"or {DEFAULT_NAME})")
-    sub = parser.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
+                        help=f"lab name, prefix of its namespaces: 1 to 8 letters, digits, "
+                             f"'-' or '_' (default: ${NAME_ENV} or {DEFAULT_NAME})")
+    sub = parser.add_subparsers(dest="lab_command", metavar="COMMAND", required=True,
+                                parser_class=_LabArgumentParser)
 
-    up = sub.add_parser("up", help="build the lab and start its servers (idempotent)")
-    up.add_argument("--http-workers", type=int, default=None,
-                    help="HTTP server processes (default: 2 to 4 by CPU count)")
-    sub.add_parser("down", help="remove everything the lab made")
-    status = sub.add_parser("status", help="show namespaces, servers and rule counters "
-                                           "(exit 0 when up, 1 otherwise)")
+    up = sub.add_parser("up", help="build the lab and start its servers (idempotent; waits "
+                                   "while another up or down of the lab runs)")
+    up.add_argument("--http-workers", type=_int_in(1, MAX_HTTP_WORKERS, "http-workers"),
+                    default=None, help=f"HTTP server processes, 1 to {MAX_HTTP_WORKERS} "
+                                       f"(default: 2 to 4 by CPU count)")
+    sub.add_parser("down", help="remove everything the lab made (waits while another up or "
+                                "down of the lab runs)")
+    status = sub.add_parser("status", help="show namespaces, servers, routes and rule counters "
+                                           "(exit 0 when up and healthy, 1 otherwise, naming "
+                                           "each problem)")
     status.add_argument("--json", action="store_true", help="print JSON")
 
     tg = sub.add_parser("targets", help="write a target list of lab addresses")
-    tg.add_argument("--count", type=int, required=True, help="number of targets")
+    tg.add_argument("--count", type=positive_count, default=None,
+                    help="number of targets, 1 or more (default: one per chosen class and "
+                         "family, e.g. 22 for all 11 classes and both families); more than "
+                         "one per class and family cycles through the classes and families "
+                         "with the next host number, up to 254 per class and family")
     tg.add_argument("--classes", default=None,
                     help="comma-separated impairment classes (default: all): "
                          + ", ".join(plan.CLASS_NAMES))
     tg.add_argument("--family", default="both", choices=sorted(targets.FAMILIES),
                     help="IP version(s) (default: both)")
-    tg.add_argument("--port", type=int, default=plan.HTTP_PORT, help="target port (default 80)")
+    tg.add_argument("--port", type=port_number, default=plan.HTTP_PORT,
+                    help="target port, 1 to 65535 (default 80)")
     tg.add_argument("--format", default="csv", choices=("csv", "ndjson"),
                     help="csv: ip,port,hostname,rank; ndjson: PATHspider 2 jobs "
                          "(dip, dp, domain, rank)")
     tg.add_argument("-o", "--out", dest="lab_out", default=None,
                     help="file to write (default: pathspider's --output, else stdout)")
 
-    ex = sub.add_parser("exec", help="run a command in the client namespace: exec -- CMD ...")
+    ex = sub.add_parser("exec", help="run a command in the client namespace: exec -- CMD ...",
+                        description="Run CMD in the client namespace and exit with its status "
+                                    "(128+N if it died of signal N, 127 if there is no such "
+                                    "command). SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and "
+                                    "SIGUSR2 are passed on to CMD, and CMD gets SIGTERM should "
+                                    "'lab exec' be killed.")
     ex.add_argument("cmd", nargs=argparse.REMAINDER, help="command and its arguments")
     parser.set_defaults(func=main)
 
@@ -68,12 +125,24 @@ def main(args):
                 "exec": _exec}
     try:
         return handlers[args.lab_command](args)
-    except LabError as exc:
-        print(f"pathspider lab: error: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        print(f"pathspider lab: error: {exc}", file=sys.stderr)
+    except (LabNameError, ValueError) as exc:      # usage errors
+        print(f"{PREFIX}{exc}", file=sys.stderr)
         return 2
+    except LabError as exc:
+        print(f"{PREFIX}{exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # Whoever read our output went away (e.g. "| head"): no traceback, no more output.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PREFIX}interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"{PREFIX}{exc}", file=sys.stderr)
+        return 1
 
 
 def _up(args):
@@ -103,8 +172,15 @@ def _status(args):
 
 def format_status(info):
     """Human-readable status text."""
-    lines = [f"lab {info['name']}: {'up' if info['up'] else info['phase']} "
-             f"(run dir {info['rundir']})"]
+    if info["up"]:
+        verdict = "up"
+    elif info["phase"] == "down":
+        verdict = "down"
+    else:
+        count = len(info["problems"])
+        verdict = (f"NOT healthy ({info['phase']}, {count} problem{'' if count == 1 else 's'})"
+                   if count else info["phase"])
+    lines = [f"lab {info['name']}: {verdict} (run dir {info['rundir']})"]
     lines += [f"  problem: {p}" for p in info["problems"]]
     lines.append("namespaces: " + ", ".join(
         f"{n['name']}{'' if n['exists'] else ' (missing)'}" for n in info["namespaces"].values()))
@@ -112,6 +188,10 @@ def format_status(info):
         lines.append("servers:")
         lines += [f"  {name:<12} pid {s['pid']!s:<8} {'running' if s['alive'] else 'NOT running'}"
                   for name, s in info["servers"].items()]
+    if info["up"] or info["problems"]:
+        lines.append("services: " + ("answer from the client" if info.get("services_checked")
+                                     else "not checked" + (" (delay/loss in force)"
+                                                           if info["path"] else "")))
     p = info["path"]
     lines.append("path: " + (f"delay {p.get('delay_ms', 0):g} ms each way"
                              f"{' (' + p['mode'] + ')' if p.get('mode') else ''}, "
@@ -130,9 +210,13 @@ def _targets(args):
     if dest in ("-", "/dev/stdout"):
         write(rows, sys.stdout)
         sys.stdout.flush()
-    else:
+        return 0
+    try:
         with open(dest, "w", newline="") as out:
             write(rows, out)
+    except OSError as exc:
+        raise LabError(f"cannot write the target list to {dest}: "
+                       f"{exc.strerror or exc}") from exc
     return 0
 
 
@@ -141,9 +225,32 @@ def _exec(args):
     if not cmd:
         raise ValueError("exec needs a command: pathspider lab exec -- CMD [ARGS...]")
     lab = Lab(args.name)
-    if not lab.is_up():
+    problems = lab.problems()
+    if problems == ["no state file"]:
         raise LabError(f"lab {lab.name} is not up (run: pathspider lab --name {lab.name} up)")
-    return lab.exec_in_client(cmd).returncode
+    if problems:
+        raise LabError(f"lab {lab.name} is not healthy ({'; '.join(problems)}); rebuild it "
+                       f"with: pathspider lab --name {lab.name} up")
+    missing = _not_runnable(cmd[0])
+    if missing:
+        print(f"{PREFIX}{missing[1]}", file=sys.stderr)
+        return missing[0]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return lab.exec_foreground(cmd)
+
+
+def _not_runnable(program):
+    """(status, message) as a shell would have it if ``program`` cannot be run, else None."""
+    if "/" in program:
+        if not os.path.exists(program):
+            return 127, f"{program}: no such file"
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            return 126, f"{program}: not an executable file"
+        return None
+    if shutil.which(program) is None:
+        return 127, f"{program}: command not found (PATH={os.environ.get('PATH', '')})"
+    return None
 
 
 def build_parser():

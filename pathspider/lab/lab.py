@@ -6,11 +6,17 @@ impairment ruleset in ``N-mbox``, a resolver file ``/etc/netns/N-client/resolv.c
 ``ip netns exec`` shows as ``/etc/resolv.conf`` inside the client, pointing at the lab DNS) and
 a run directory (default ``/run/pathspider-lab/N``) with the state file, PID file and logs.
 
+``up``, ``down`` and the path changes (``set_netem``, ``clear_netem``) of one lab hold an
+exclusive lock (``flock`` on ``N.lock`` beside the run directory), so concurrent calls run one
+after the other: a second ``up`` finds the lab up, a ``down`` during an ``up`` waits for it.
+
 The state file ``lab.json`` is written before anything is created and records each namespace's
 identity (inode) as it is made, so ``down`` removes exactly what this lab made, also after a
 crash half-way through ``up``; a namespace of the same name that the lab did not make is never
 touched and makes ``up`` fail before it builds anything.
 """
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -31,7 +37,11 @@ PIDS_FILE = "pids.json"
 RESOLV_ROOT = "/etc/netns"
 ROLES = ("client", "mbox", "server")
 SUPERVISOR_START_TIMEOUT = 40.0
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+MAX_HTTP_WORKERS = 32
+#: Linux interface names (IFNAMSIZ - 1) and the longest name derived from a lab name.
+IFNAME_MAX = 15
+NAME_MAX = IFNAME_MAX - len("-server")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 REQUIRED_TOOLS = {"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "ethtool": "ethtool"}
 
 #: Client-namespace sysctls that measurement plugins change (and must restore).
@@ -47,6 +57,30 @@ SNAPSHOT_SYSCTLS = (
 
 class LabError(Exception):
     """A lab operation could not be done; the message says why and what to do."""
+
+
+class LabNameError(LabError, ValueError):
+    """A lab name the lab cannot use (a usage error)."""
+
+
+def check_name(name):
+    """Return ``name`` if a lab can be called that, else raise LabNameError saying why.
+
+    The namespaces are ``NAME-client``, ``NAME-mbox`` and ``NAME-server``; the longest must fit
+    Linux's limit for interface names, 15 bytes, so a lab name has at most 8 characters. Only
+    letters, digits, '-' and '_' (safe in interface and file names), starting with a letter or
+    a digit.
+    """
+    if not isinstance(name, str) or not name:
+        raise LabNameError("bad lab name: it is empty")
+    if not NAME_RE.fullmatch(name) or not name.isascii():
+        raise LabNameError(f"bad lab name {name!r}: use only letters, digits, '-' and '_', "
+                           f"starting with a letter or a digit")
+    if len(name) > NAME_MAX:
+        raise LabNameError(f"bad lab name {name!r}: at most {NAME_MAX} characters (it names "
+                           f"namespaces such as {name}-server, which must fit the "
+                           f"{IFNAME_MAX}-byte limit of Linux interface names)")
+    return name
 
 
 def preflight():
@@ -77,15 +111,17 @@ class Lab:
     """One named lab; see the module docstring. All methods except ``targets`` need root."""
 
     def __init__(self, name="psl", rundir=None, http_workers=None):
-        if not NAME_RE.match(name or ""):
-            raise LabError(f"bad lab name {name!r}: use up to 32 letters, digits, '-' or '_'")
-        self.name = name
-        self.rundir = rundir or os.path.join(RUN_ROOT, name)
+        self.name = check_name(name)
+        self.rundir = (rundir or os.path.join(RUN_ROOT, name)).rstrip("/")
+        self.lock_path = self.rundir + ".lock"
         self.namespaces = {role: f"{name}-{role}" for role in ROLES}
         self.client_netns = self.namespaces["client"]
         self.mbox_netns = self.namespaces["mbox"]
         self.server_netns = self.namespaces["server"]
         self.client_interface = plan.CLIENT_IFACE
+        if http_workers is not None and not 1 <= int(http_workers) <= MAX_HTTP_WORKERS:
+            raise ValueError(f"http_workers must be between 1 and {MAX_HTTP_WORKERS}, "
+                             f"got {http_workers}")
         self.http_workers = http_workers or min(4, max(2, os.cpu_count() or 2))
         self.resolv_dir = os.path.join(RESOLV_ROOT, self.client_netns)
 
@@ -120,6 +156,43 @@ class Lab:
         except (FileNotFoundError, ValueError):
             return {}
 
+    # -- the lock --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, what):
+        """Hold the lab's exclusive lock (waiting for whoever holds it) while changing it.
+
+        The lock file is removed when the lab is gone, so a waiter that gets the lock of a file
+        removed meanwhile tries again on the current one.
+        """
+        os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.info("lab %s: another up, down or path change is running; %s "
+                             "waits for it", self.name, what)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    current = os.stat(self.lock_path).st_ino
+                except FileNotFoundError:
+                    current = None
+                if current == os.fstat(fd).st_ino:
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)            # locked a file that was removed meanwhile: again
+        try:
+            yield
+        finally:
+            try:
+                if not os.path.exists(self.state_path):
+                    os.unlink(self.lock_path)   # the lab is gone: leave nothing behind
+            finally:
+                os.close(fd)
+
     # -- identity and health -------------------------------------------------------------
     def _owned(self, state, role):
         """Whether namespace ``role`` exists and is the one this lab made."""
@@ -144,11 +217,14 @@ class Lab:
         pids = self._read_pids()
         out = {"supervisor": pids.get("supervisor") or (state or {}).get("supervisor")}
         out.update(pids.get("services", {}))
-        return {name: {"pid": pid, "alive": self._server_process_alive(pid, state or {})}
+        # A stopped process (SIGSTOP) serves nobody: not alive for health's sake.
+        return {name: {"pid": pid, "alive": self._server_process_alive(pid, state or {})
+                       and procs.state(pid) not in ("T", "t")}
                 for name, pid in out.items()}
 
     def _problems(self, state):
-        """What is wrong with a lab that claims to be up (empty list: healthy)."""
+        """What is wrong with a lab that claims to be up (empty list: healthy): its phase,
+        namespaces, servers, impairment ruleset, links, addresses and routes."""
         if not state:
             return ["no state file"]
         problems = []
@@ -160,21 +236,36 @@ class Lab:
         if problems:
             return problems
         problems += [f"{name} (pid {s['pid']}) not running"
+                     + (" (stopped)" if procs.state(s["pid"]) in ("T", "t") else "")
                      for name, s in self._servers(state).items() if not s["alive"]]
-        if not impair.loaded(self.mbox_netns):
-            problems.append("impairment ruleset not loaded")
+        try:
+            if not impair.loaded(self.mbox_netns):
+                problems.append("impairment ruleset not loaded")
+            problems += topology.check(self.namespaces)
+        except (OSError, RuntimeError) as exc:     # e.g. a namespace removed meanwhile
+            problems.append(f"cannot inspect the lab: {exc}")
         return problems
 
     def is_up(self):
         """Whether the lab is built and its servers and impairments are in place."""
+        return not self.problems()
+
+    def problems(self):
+        """What is wrong with the lab (``["no state file"]`` if it is not up at all); an
+        empty list when :meth:`is_up`."""
         preflight()
-        return not self._problems(self._read_state())
+        return self._problems(self._read_state())
 
     # -- up -------------------------------------------------------------------------------
     def up(self):
         """Build the lab (idempotent). Returns True if it changed anything, False if the lab
-        was already up and answering. Raises LabError, leaving nothing behind, on failure."""
+        was already up and answering. Raises LabError, leaving nothing behind, on failure.
+        Waits while another ``up`` or ``down`` of this lab runs."""
         preflight()
+        with self._locked("up"):
+            return self._up()
+
+    def _up(self):
         state = self._read_state()
         if state is not None:
             problems = self._problems(state)
@@ -258,8 +349,13 @@ class Lab:
 
     # -- down -----------------------------------------------------------------------------
     def down(self):
-        """Remove everything this lab made. Returns True if there was anything to remove."""
+        """Remove everything this lab made. Returns True if there was anything to remove.
+        Waits while another ``up`` or ``down`` of this lab runs."""
         preflight()
+        with self._locked("down"):
+            return self._down()
+
+    def _down(self):
         state = self._read_state()
         if state is None:
             if os.path.isdir(self.rundir) and not os.listdir(self.rundir):
@@ -301,7 +397,10 @@ class Lab:
 
     # -- status ---------------------------------------------------------------------------
     def status(self):
-        """A JSON-ready description: phase, namespaces, servers, rule counters, path faults."""
+        """A JSON-ready description: phase, namespaces, servers, rule counters, path faults.
+
+        ``up`` is true only if nothing is wrong: every check of :meth:`is_up` passes and the
+        services answer from the client; ``problems`` says what is wrong otherwise."""
         preflight()
         state = self._read_state()
         problems = self._problems(state)
@@ -313,23 +412,45 @@ class Lab:
                               for role, ns in self.namespaces.items()},
                "servers": self._servers(state) if state else {},
                "counters": [], "path": (state or {}).get("path", {})}
+        out["services_checked"] = bool(state) and not problems and not out["path"]
+        if out["services_checked"]:
+            # Everything is in place; do the services answer through the middlebox? (Not
+            # asked while delay or loss is in force: a lost probe would be no fault.)
+            failures = netns.call_in(self.client_netns, probe.wait_ready, attempts=1)
+            out["problems"] += [f"service check failed: {f}" for f in failures]
         if state and self._owned(state, "mbox"):
             try:
                 out["counters"] = impair.counters(self.mbox_netns)
             except (RuntimeError, ValueError) as exc:
                 out["problems"].append(f"cannot read counters: {exc}")
+        out["up"] = bool(state) and not out["problems"]
         return out
 
     # -- using the lab --------------------------------------------------------------------
     @staticmethod
-    def targets(count, classes=None, family="both", port=plan.HTTP_PORT):
-        """``count`` rows ``[ip, port, hostname, rank]`` over the chosen impairment classes."""
+    def targets(count=None, classes=None, family="both", port=plan.HTTP_PORT):
+        """``count`` rows ``[ip, port, hostname, rank]`` over the chosen impairment classes
+        (None: one per class and family)."""
         return targets.make_targets(count, classes, family, port)
 
     def exec_in_client(self, argv, **kwargs):
-        """Run ``argv`` in the client namespace (``ip netns exec``); a CompletedProcess."""
+        """Run ``argv`` in the client namespace (``ip netns exec``); a CompletedProcess.
+
+        The command gets SIGTERM should the calling process die (see
+        :func:`pathspider.lab.procs.die_with_parent`; the calling thread waits for it).
+        """
         kwargs.setdefault("check", False)
+        kwargs.setdefault("preexec_fn", procs.die_with_parent())
         return subprocess.run(netns.command(self.client_netns, argv), **kwargs)
+
+    def exec_foreground(self, argv):
+        """Run ``argv`` in the client namespace as ``pathspider lab exec`` does; its status.
+
+        Signals are forwarded to the command, which dies with this process, and the status is
+        the command's, or 128+N if it died of signal N (see
+        :func:`pathspider.lab.procs.run_foreground`; main thread only).
+        """
+        return procs.run_foreground(netns.command(self.client_netns, argv))
 
     def call_in_client(self, fn, *args, **kwargs):
         """Call ``fn`` on a thread inside the client namespace (sockets made there stay)."""
@@ -349,21 +470,23 @@ class Lab:
     def set_netem(self, delay_ms=0, loss_pct=0):
         """Add ``delay_ms`` one-way delay (each direction) and ``loss_pct`` % loss to the
         path; zero for both clears. See :mod:`pathspider.lab.path`."""
-        state = self._require_up()
-        try:
-            state["path"] = path.apply(self.mbox_netns, self.rundir, state.get("path"),
-                                       delay_ms, loss_pct)
-        except (RuntimeError, ValueError) as exc:
-            state["path"] = path.clear(self.mbox_netns, state.get("path"))
-            raise LabError(f"lab {self.name}: cannot set delay/loss: {exc}") from exc
-        finally:
-            self._write_state(state)
+        with self._locked("the path change"):
+            state = self._require_up()
+            try:
+                state["path"] = path.apply(self.mbox_netns, self.rundir, state.get("path"),
+                                           delay_ms, loss_pct)
+            except (RuntimeError, ValueError) as exc:
+                state["path"] = path.clear(self.mbox_netns, state.get("path"))
+                raise LabError(f"lab {self.name}: cannot set delay/loss: {exc}") from exc
+            finally:
+                self._write_state(state)
 
     def clear_netem(self):
         """Remove any delay and loss from the path."""
-        state = self._require_up()
-        state["path"] = path.clear(self.mbox_netns, state.get("path"))
-        self._write_state(state)
+        with self._locked("the path change"):
+            state = self._require_up()
+            state["path"] = path.clear(self.mbox_netns, state.get("path"))
+            self._write_state(state)
 
     def client_snapshot(self):
         """The client namespace's state that plugins may change: sysctls and nft ruleset."""

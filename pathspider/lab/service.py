@@ -27,6 +27,8 @@ def signal_ready(detail="ready"):
         return
     try:
         os.write(int(fd), (detail + "\n").encode())
+    except BrokenPipeError:
+        pass  # nobody waits for the report any more; serving matters, not the report
     finally:
         os.close(int(fd))
 

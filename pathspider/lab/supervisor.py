@@ -130,8 +130,18 @@ class Supervisor:
         self.restarts[name] = recent + [now]
         log.warning("%s exited (status %s); restarting it", name, code)
         readr = self.start(name)
-        os.close(readr)  # readiness of a restarted service is not awaited
+        # Keep the readiness pipe open until the service reports (a service whose report
+        # found the pipe closed would die of it); the report is logged, not awaited.
+        self.sel.register(readr, selectors.EVENT_READ, ("ready", name))
         self.write_pids()
+
+    def _restarted_ready(self, fd, name):
+        """A restarted service reported readiness (or exited before it did)."""
+        self.sel.unregister(fd)
+        line = os.read(fd, 256)
+        os.close(fd)
+        if line:
+            log.info("%s (restarted) is ready", name)
 
     def run(self):
         """Supervise until SIGTERM/SIGINT, then stop every service."""
@@ -141,6 +151,8 @@ class Supervisor:
                     sigs = os.read(self.sigr, 64)
                     if any(s in (signal.SIGTERM, signal.SIGINT) for s in sigs):
                         self.stopping = True
+                elif isinstance(key.data, tuple):
+                    self._restarted_ready(key.fd, key.data[1])
                 elif not self.stopping:
                     self._reap(key.data)
         self.stop_all()

@@ -34,19 +34,25 @@ def parse_family(family):
     return FAMILIES[key]
 
 
-def make_targets(count, classes=None, family="both", port=plan.HTTP_PORT):
+def make_targets(count=None, classes=None, family="both", port=plan.HTTP_PORT):
     """``count`` rows cycling over (class, family) pairs; host numbers go up each round.
 
-    Rank is the 1-based row number. Raises ValueError if more rows are asked for than the
+    ``count`` None gives one row per (class, family) pair. Rank is the 1-based row number.
+    Raises ValueError for a port outside 1..65535, or if more rows are asked for than the
     chosen classes and families have distinct addresses.
     """
     classes = parse_classes(classes)
     families = parse_family(family)
     combos = [(c, f) for c in classes for f in families]
+    if count is None:
+        count = len(combos)
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, got {port}")
     limit = len(combos) * len(plan.HOSTS)
     if not 0 <= int(count) <= limit:
-        raise ValueError(f"count must be between 0 and {limit} for {len(classes)} class(es) "
-                         f"and {len(families)} address famil{'y' if len(families) == 1 else 'ies'}")
+        raise ValueError(f"count must be between 0 and {limit} ({len(plan.HOSTS)} hosts for "
+                         f"each of {len(classes)} class(es) and {len(families)} address "
+                         f"famil{'y' if len(families) == 1 else 'ies'}), got {count}")
     rows = []
     for i in range(int(count)):
         cls, fam = combos[i % len(combos)]

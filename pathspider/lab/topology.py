@@ -3,16 +3,20 @@
 The veth pairs are created from inside the middlebox namespace with their peers placed
 directly in the client and server namespaces, so no interface ever appears in the root
 namespace. Routes cover the lab prefixes only: a packet to any other address finds no route.
+:data:`INTERFACES` and :data:`ROUTES` say what is built; :func:`check` finds what is missing.
 """
 import logging
+import socket
 
-from pyroute2 import NetNS
+from pyroute2 import IPRoute, NetNS
 
 from . import netns, plan
 
 log = logging.getLogger("pathspider.lab")
 
 _IFA_F_NODAD = 0x02
+_IFF_UP = 0x1
+_RT_TABLE_MAIN = 254
 _RT_TABLE_LOCAL = 255
 
 # Sysctls set before interfaces exist, in every namespace: no IPv6 duplicate address detection
@@ -58,6 +62,35 @@ def _apply_sysctls(ns, table, missing_ok=False):
         netns.sysctl_set(ns, key, value, missing_ok=missing_ok)
 
 
+#: The lab's interfaces and their addresses: (role, interface, ((address, prefixlen), ...)).
+INTERFACES = (
+    ("mbox", plan.MBOX_CLIENT_IFACE, ((plan.MBOX_CLIENT_V4, plan.CLIENT_LINK_V4.prefixlen),
+                                      (plan.MBOX_CLIENT_V6, plan.CLIENT_LINK_V6.prefixlen))),
+    ("mbox", plan.MBOX_SERVER_IFACE, ((plan.MBOX_SERVER_V4, plan.SERVER_LINK_V4.prefixlen),
+                                      (plan.MBOX_SERVER_V6, plan.SERVER_LINK_V6.prefixlen))),
+    ("client", plan.CLIENT_IFACE, ((plan.CLIENT_V4, plan.CLIENT_LINK_V4.prefixlen),
+                                   (plan.CLIENT_V6, plan.CLIENT_LINK_V6.prefixlen))),
+    ("server", plan.SERVER_IFACE, ((plan.SERVER_V4, plan.SERVER_LINK_V4.prefixlen),
+                                   (plan.SERVER_V6, plan.SERVER_LINK_V6.prefixlen))),
+)
+
+#: The lab's routes: (role, destination, gateway); gateway None is an AnyIP local route.
+ROUTES = (
+    ("mbox", plan.TARGETS_V4, plan.SERVER_V4),
+    ("mbox", plan.SERVICES_V4, plan.SERVER_V4),
+    ("mbox", plan.TARGETS_V6, plan.SERVER_V6),
+    ("mbox", plan.SERVICES_V6, plan.SERVER_V6),
+    ("client", plan.LAB_V4, plan.MBOX_CLIENT_V4),
+    ("client", plan.LAB_V6, plan.MBOX_CLIENT_V6),
+    ("server", plan.LAB_V4, plan.MBOX_SERVER_V4),
+    ("server", plan.LAB_V6, plan.MBOX_SERVER_V6),
+    ("server", plan.TARGETS_V4, None),
+    ("server", plan.SERVICES_V4, None),
+    ("server", plan.TARGETS_V6, None),
+    ("server", plan.SERVICES_V6, None),
+)
+
+
 def _ifindex(ipr, ifname):
     found = ipr.link_lookup(ifname=ifname)
     if not found:
@@ -65,25 +98,22 @@ def _ifindex(ipr, ifname):
     return found[0]
 
 
-def _configure_iface(ipr, ifname, addr4, addr6, prefix4, prefix6):
-    idx = _ifindex(ipr, ifname)
-    ipr.addr("add", index=idx, address=str(addr4), prefixlen=prefix4)
-    ipr.addr("add", index=idx, address=str(addr6), prefixlen=prefix6, flags=_IFA_F_NODAD)
-    ipr.link("set", index=idx, state="up")
-
-
-def _lo_up(ipr):
+def _configure(ipr, role):
+    """Bring lo and ``role``'s interfaces up with their addresses, then add its routes."""
     ipr.link("set", index=_ifindex(ipr, "lo"), state="up")
-
-
-def _route(ipr, dst, gateway):
-    ipr.route("add", dst=str(dst), gateway=str(gateway))
-
-
-def _anyip(ipr, net):
-    """Answer a whole prefix locally (AnyIP): a local route on lo in the local table."""
-    ipr.route("add", dst=str(net), type="local", table=_RT_TABLE_LOCAL,
-              oif=_ifindex(ipr, "lo"), scope=254)
+    for _, ifname, addresses in (i for i in INTERFACES if i[0] == role):
+        idx = _ifindex(ipr, ifname)
+        for address, prefixlen in addresses:
+            extra = {"flags": _IFA_F_NODAD} if address.version == 6 else {}
+            ipr.addr("add", index=idx, address=str(address), prefixlen=prefixlen, **extra)
+        ipr.link("set", index=idx, state="up")
+    for _, dst, gateway in (r for r in ROUTES if r[0] == role):
+        if gateway is None:
+            # AnyIP: answer the whole prefix locally (a local route on lo, local table).
+            ipr.route("add", dst=str(dst), type="local", table=_RT_TABLE_LOCAL,
+                      oif=_ifindex(ipr, "lo"), scope=254)
+        else:
+            ipr.route("add", dst=str(dst), gateway=str(gateway))
 
 
 def build(names):
@@ -102,35 +132,56 @@ def build(names):
                  peer={"ifname": plan.CLIENT_IFACE, "net_ns_fd": client})
         ipr.link("add", ifname=plan.MBOX_SERVER_IFACE, kind="veth",
                  peer={"ifname": plan.SERVER_IFACE, "net_ns_fd": server})
-        _lo_up(ipr)
-        _configure_iface(ipr, plan.MBOX_CLIENT_IFACE, plan.MBOX_CLIENT_V4, plan.MBOX_CLIENT_V6,
-                         plan.CLIENT_LINK_V4.prefixlen, plan.CLIENT_LINK_V6.prefixlen)
-        _configure_iface(ipr, plan.MBOX_SERVER_IFACE, plan.MBOX_SERVER_V4, plan.MBOX_SERVER_V6,
-                         plan.SERVER_LINK_V4.prefixlen, plan.SERVER_LINK_V6.prefixlen)
-        for net in (plan.TARGETS_V4, plan.SERVICES_V4):
-            _route(ipr, net, plan.SERVER_V4)
-        for net in (plan.TARGETS_V6, plan.SERVICES_V6):
-            _route(ipr, net, plan.SERVER_V6)
+        _configure(ipr, "mbox")
+    for role in ("client", "server"):
+        with NetNS(names[role]) as ipr:
+            _configure(ipr, role)
 
-    with NetNS(client) as ipr:
-        _lo_up(ipr)
-        _configure_iface(ipr, plan.CLIENT_IFACE, plan.CLIENT_V4, plan.CLIENT_V6,
-                         plan.CLIENT_LINK_V4.prefixlen, plan.CLIENT_LINK_V6.prefixlen)
-        _route(ipr, plan.LAB_V4, plan.MBOX_CLIENT_V4)
-        _route(ipr, plan.LAB_V6, plan.MBOX_CLIENT_V6)
+    for role, iface, _ in INTERFACES:
+        offloads_off(names[role], iface)
 
-    with NetNS(server) as ipr:
-        _lo_up(ipr)
-        _configure_iface(ipr, plan.SERVER_IFACE, plan.SERVER_V4, plan.SERVER_V6,
-                         plan.SERVER_LINK_V4.prefixlen, plan.SERVER_LINK_V6.prefixlen)
-        _route(ipr, plan.LAB_V4, plan.MBOX_SERVER_V4)
-        _route(ipr, plan.LAB_V6, plan.MBOX_SERVER_V6)
-        for net in (plan.TARGETS_V4, plan.SERVICES_V4, plan.TARGETS_V6, plan.SERVICES_V6):
-            _anyip(ipr, net)
 
-    for ns, iface in ((client, plan.CLIENT_IFACE), (mbox, plan.MBOX_CLIENT_IFACE),
-                      (mbox, plan.MBOX_SERVER_IFACE), (server, plan.SERVER_IFACE)):
-        offloads_off(ns, iface)
+def _inspect(role):
+    """What ``role``'s namespace (the calling thread's) lacks of :data:`INTERFACES` and
+    :data:`ROUTES`, as problem strings."""
+    problems = []
+    with IPRoute() as ipr:
+        links = {link.get("ifname"): link for link in ipr.link("dump")}
+        addrs = {(a.get("index"), a.get("address"), a.get("prefixlen"))
+                 for a in ipr.addr("dump")}
+        routes = set()
+        for table in (_RT_TABLE_MAIN, _RT_TABLE_LOCAL):
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for r in ipr.route("dump", table=table, family=family):
+                    routes.add((r.get("dst"), r.get("dst_len"), r.get("gateway"),
+                                r.get("table") == _RT_TABLE_LOCAL))
+    for _, ifname, addresses in (i for i in INTERFACES if i[0] == role):
+        link = links.get(ifname)
+        if link is None:
+            problems.append(f"interface {ifname} missing")
+            continue
+        if not link.get("flags", 0) & _IFF_UP:
+            problems.append(f"interface {ifname} is down")
+        for address, prefixlen in addresses:
+            if (link.get("index"), str(address), prefixlen) not in addrs:
+                problems.append(f"address {address}/{prefixlen} missing on {ifname}")
+    for _, dst, gateway in (r for r in ROUTES if r[0] == role):
+        key = (str(dst.network_address), dst.prefixlen,
+               None if gateway is None else str(gateway), gateway is None)
+        if key not in routes:
+            problems.append(f"route {dst} " + (f"via {gateway}" if gateway else "(local, AnyIP)")
+                            + " missing")
+    return problems
+
+
+def check(names):
+    """What is missing from the lab's links, addresses and routes (an empty list: nothing).
+
+    ``names`` maps roles to namespace names, as for :func:`build`; every namespace must exist.
+    Each problem names the namespace, e.g. ``"psl-client: route 198.18.0.0/15 via ... missing"``.
+    """
+    return [f"{names[role]}: {problem}" for role in ("client", "mbox", "server")
+            for problem in netns.call_in(names[role], _inspect, role)]
 
 
 def offloads_off(ns, iface):

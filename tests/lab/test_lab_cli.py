@@ -34,7 +34,7 @@ def test_status_up_exec_on_a_running_lab(lab):
 
 
 def test_status_and_exec_of_a_lab_that_is_not_up(lab):
-    name = lab.name + "-none"
+    name = lab.name + "-no"
     done = run_cli("--name", name, "status")
     assert done.returncode == 1 and done.stdout.startswith(f"lab {name}: down")
     done = run_cli("--name", name, "exec", "--", "true")

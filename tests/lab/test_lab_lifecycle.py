@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from pathspider.lab import Lab, LabError, netns, probe, procs
+from pathspider.lab import Lab, LabError, LabNameError, netns, probe, procs
 from pathspider.lab.fixtures import DEFAULT_TEST_LAB, LAB_ENV
 
 pytestmark = pytest.mark.root
@@ -217,7 +217,7 @@ def test_not_root_is_one_clear_error():
 def test_missing_nft_is_one_clear_error(tmp_path):
     for tool in ("ip", "tc", "ethtool"):
         os.symlink(shutil.which(tool), tmp_path / tool)
-    name = lab_name("nonft")
+    name = lab_name("nft")
     done = _cli(name, "up", env=dict(os.environ, PATH=str(tmp_path)))
     assert done.returncode == 1
     assert "'nft' not found" in done.stderr and "nftables" in done.stderr
@@ -226,6 +226,9 @@ def test_missing_nft_is_one_clear_error(tmp_path):
 
 
 def test_bad_lab_names_are_refused():
-    for bad in ("", "has space", "a/b", "x" * 40, "-lead"):
-        with pytest.raises(LabError, match="bad lab name"):
+    for bad in ("", "has space", "a/b", "x" * 40, "x" * 9, "-lead", "a.b", "ab\n"):
+        with pytest.raises(LabNameError, match="bad lab name"):
             Lab(bad)
+    with pytest.raises(LabError, match="at most 8 characters.*15-byte"):
+        Lab("psx-long9")
+    assert Lab("a_b-9xyz").namespaces["server"] == "a_b-9xyz-server"     # 8: the longest
