@@ -12,6 +12,7 @@ Target (issue 2): >= 20,000 jobs/s on a 2-core machine (1.0 managed ~900).
 import argparse
 import collections
 import io
+import queue
 import resource
 import threading
 import time
@@ -47,13 +48,83 @@ class NoOpSpider(SynchronizedSpider):
         self.outqueue.put(record)
 
 
+class Completion:
+    """A connection that completes on another thread, as a reactor's does (``--conns``)."""
+
+    __slots__ = ("config", "done", "callbacks")
+
+    def __init__(self, config):
+        self.config = config
+        self.done = threading.Event()
+        self.callbacks = []
+
+    def wait(self):
+        self.done.wait()
+
+
+class CallbackCompletion(Completion):
+    """The same, telling the engine when it is done (``add_done_callback``)."""
+
+    __slots__ = ()
+    _lock = threading.Lock()
+
+    def add_done_callback(self, fn):
+        with self._lock:
+            if not self.done.is_set():
+                self.callbacks.append(fn)
+                return
+        fn(self)
+
+
+class FakeReactor:
+    """One thread that completes every submitted connection in order."""
+
+    def __init__(self):
+        self.inbox = queue.SimpleQueue()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            conn = self.inbox.get()
+            with CallbackCompletion._lock:
+                conn.done.set()
+                callbacks, conn.callbacks = conn.callbacks, []
+            for fn in callbacks:
+                fn(conn)
+
+
+class ReactorLikeSpider(NoOpSpider):
+    """Connections complete on a reactor-like thread (``--conns wait|callback``)."""
+
+    post_connect_overlaps = True
+    completion = Completion
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reactor = FakeReactor()
+
+    def connect(self, job, pcs, config):
+        conn = self.completion(config)
+        self.reactor.inbox.put(conn)
+        return conn
+
+    def post_connect(self, job, conn, pcs, config):
+        conn.wait()
+        return Result(job[0], job[1] + config, config)
+
+
 def cpu_seconds():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def run(jobs, workers, idle_seconds):
-    spider = NoOpSpider(workers, "int:none", None)
+def run(jobs, workers, idle_seconds, conns="none"):
+    if conns == "none":
+        spider = NoOpSpider(workers, "int:none", None)
+    else:
+        spider = type("Spider", (ReactorLikeSpider,), {
+            "completion": CallbackCompletion if conns == "callback" else Completion})(
+                workers, "int:none", None)
     spider.start()
 
     idle_cpu0 = cpu_seconds()
@@ -88,8 +159,12 @@ def main():
     parser.add_argument("--jobs", type=int, default=50000)
     parser.add_argument("--workers", type=int, default=100)
     parser.add_argument("--idle", type=float, default=2.0, help="seconds of idle measurement")
+    parser.add_argument("--conns", choices=["none", "wait", "callback"], default="none",
+                        help="none: connect returns at once; wait/callback: connections "
+                             "complete on a reactor-like thread and post_connect waits for "
+                             "them / the engine is called back when they are done")
     args = parser.parse_args()
-    result = run(args.jobs, args.workers, args.idle)
+    result = run(args.jobs, args.workers, args.idle, args.conns)
     for key, value in result.items():
         print(f"{key:>20}: {value}")
     if result["records"] != 2 * args.jobs:

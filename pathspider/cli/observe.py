@@ -20,6 +20,7 @@ Exit status: 0 on success (also when a live capture is ended by Ctrl-C or SIGTER
 capture buffer is drained and all flows are flushed first), 1 for an unknown chain or a source
 that cannot be opened, 130 when reading a file is interrupted.
 """
+import argparse
 import json
 import logging
 import os
@@ -55,14 +56,24 @@ def register_args(subparsers):
                         help='write records here (default: the global --output, stdout)')
     parser.add_argument('--bpf', metavar='FILTER',
                         help='capture filter (tcpdump syntax), e.g. "tcp port 80"')
-    parser.add_argument('--idle-timeout', type=int, default=30, metavar='S',
+    parser.add_argument('--idle-timeout', type=_timer_seconds, default=30, metavar='S',
                         help='complete flows idle this long (packet clock; default 30)')
-    parser.add_argument('--expiry-timeout', type=int, default=5, metavar='S',
+    parser.add_argument('--expiry-timeout', type=_timer_seconds, default=5, metavar='S',
                         help='emit completed flows this long after completion (default 5)')
     parser.add_argument('--stats', action='store_true',
                         help='print the Observer counters as JSON on stderr at the end')
     parser.set_defaults(func=main)
     return parser
+
+
+def _timer_seconds(text):
+    """argparse type for the Observer's timers: whole seconds, 1 to 86400."""
+    if not text.strip().isdigit() or not text.strip().isascii():
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}")
+    value = int(text)
+    if not 1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be 1 to 86400 seconds: {text!r}")
+    return value
 
 
 def resolve_source(args):
@@ -187,7 +198,6 @@ def _silence_stdout():
 
 def standalone(argv=None):
     """``python -m pathspider.cli.observe``: the sub-command without the rest of the CLI."""
-    import argparse
     parser = argparse.ArgumentParser(prog='pathspider-observe')
     parser.add_argument('-i', '--interface', default=None,
                         help='interface to capture when no SOURCE is given')

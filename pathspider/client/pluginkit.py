@@ -36,6 +36,7 @@ so :class:`ReactorPlugin` is a mixin placed before the engine's spider class, no
 """
 
 import argparse
+import math
 
 from pathspider.client import reactor, tcpclient
 from pathspider.client.tcpclient import job_host
@@ -69,14 +70,19 @@ def merged_record(flow, res, fields):
     return record
 
 
+#: Longest ``--timeout`` accepted (seconds): a connection that takes longer is not coming.
+MAX_TIMEOUT = 600.0
+
+
 def positive_seconds(text):
-    """argparse type: a number of seconds greater than 0."""
+    """argparse type: a finite number of seconds, more than 0 and at most ``MAX_TIMEOUT``."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    if not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {MAX_TIMEOUT:g} seconds: {text!r}")
     return value
 
 

@@ -38,14 +38,22 @@ _BUFSIZE = 65536
 #: Most sockets the reactor keeps open at once (fewer if the open-file limit is lower).
 MAX_OPEN = 16384
 _CONNECTING, _SENDING, _READING = range(3)
+#: Longest single epoll wait (seconds): far deadlines are approached in steps, since epoll
+#: refuses timeouts beyond a few weeks.
+_LONGEST_WAIT = 3600.0
 _STATUS_BYTES = 64
 
 
 class Job:
-    """What the reactor does with one :class:`tcpclient.Pending` attempt."""
+    """What the reactor does with one :class:`tcpclient.Pending` attempt.
+
+    A future of sorts: :meth:`wait` blocks until the attempt is finished, and
+    :meth:`add_done_callback` runs a function when it is (the engine completes jobs this way,
+    without a thread waiting for each).
+    """
 
     __slots__ = ("attempt", "request", "timeout", "phase", "deadline", "head", "received",
-                 "http_status", "finished", "_done", "slot")
+                 "http_status", "finished", "_done", "_callbacks", "slot")
 
     def __init__(self, attempt, request, timeout):
         self.slot = None                # the reactor's semaphore, if a slot was reserved
@@ -58,23 +66,51 @@ class Job:
         self.received = 0
         self.http_status = None
         self.finished = False
+        self._callbacks = None
         self._done = threading.Lock()   # held until the attempt is finished (cheaper than an
         self._done.acquire()            # Event: one C-level lock, no Condition)
 
     def set_done(self):
-        """Mark the attempt finished and wake the thread waiting in :meth:`wait`."""
-        self.finished = True
+        """Mark the attempt finished, wake the thread waiting in :meth:`wait` and run the
+        callbacks (on the calling thread: the reactor's; they must not block)."""
+        with _callback_lock:
+            self.finished = True
+            callbacks, self._callbacks = self._callbacks, None
         self._done.release()
+        for fn in callbacks or ():
+            _run_callback(fn, self)
+
+    def add_done_callback(self, fn):
+        """Call ``fn(job)`` once the attempt is finished (at once if it already is)."""
+        with _callback_lock:
+            if not self.finished:
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
+                return
+        _run_callback(fn, self)
 
     def wait(self):
         """Block until the reactor finished the attempt (bounded by its deadlines)."""
         if not self.finished:
             limit = (self.attempt.deadline - time.monotonic()) + self.timeout + 5.0
-            if self._done.acquire(timeout=max(limit, 0.1)):
+            if self._done.acquire(timeout=min(max(limit, 0.1), threading.TIMEOUT_MAX)):
                 self._done.release()
             else:
                 log.error("reactor did not finish %s within its deadlines", self.attempt.ip)
         return self
+
+
+#: Guards the hand-over between :meth:`Job.add_done_callback` and :meth:`Job.set_done`.
+_callback_lock = threading.Lock()
+
+
+def _run_callback(fn, job):
+    try:
+        fn(job)
+    except Exception:                   # a caller's bug must not stop the reactor
+        log.exception("reactor: completion callback for %s failed", job.attempt.ip)
 
 
 class Reactor:
@@ -165,7 +201,8 @@ class Reactor:
                 self._next_wake = heap[0][0] if heap else float("inf")
                 if self._incoming:
                     continue
-            timeout = max(self._next_wake - time.monotonic(), 0) if heap else -1
+            timeout = min(max(self._next_wake - time.monotonic(), 0), _LONGEST_WAIT) \
+                if heap else -1
             for fd, events in poll(timeout):
                 if fd == self._wakefd:
                     try:

@@ -16,7 +16,9 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
+import time
 
 from pathspider.constants import QUEUE_SIZE, SHUTDOWN_SENTINEL
 from pathspider.observer.process import observer_main
@@ -58,6 +60,7 @@ class ObserverRunner:
         self._pump = None
         self._monitor = None
         self._stream_ended = threading.Event()
+        self._stopped_on_purpose = False        # killed by the engine: not a failure
 
     @property
     def process(self):
@@ -100,37 +103,45 @@ class ObserverRunner:
             self.irqueue.put(True)
 
     def join(self, timeout=None):
-        """Wait for the stream to end and the child to exit."""
-        if self._monitor is not None:
-            self._monitor.join(timeout)
-        if self._pump is not None:
-            self._pump.join(timeout)
+        """Wait (at most ``timeout`` seconds) for the stream to end and the child to exit;
+        True if both happened."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in (self._monitor, self._pump):
+            if thread is not None:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t is not None and t.is_alive() for t in (self._monitor, self._pump))
 
     def kill(self):
-        """Stop the child at once (used when the run is aborted)."""
+        """Stop the child at once (an ending that cannot wait any longer); not a failure."""
+        self._stopped_on_purpose = True
         if self._process is not None and self._process.is_alive():
             self._process.kill()
 
     def _pump_flows(self):
         get = self.flowqueue.get
         deliver = self._deliver
-        while True:
-            item = get()
-            if type(item) is list:
-                deliver(item)
-            elif isinstance(item, str) and item == SHUTDOWN_SENTINEL:
-                break
-            else:
-                deliver([item])
-        self._stream_ended.set()
-        deliver(SHUTDOWN_SENTINEL)
+        try:
+            while True:
+                item = get()
+                if type(item) is list:
+                    deliver(item)
+                elif isinstance(item, str) and item == SHUTDOWN_SENTINEL:
+                    break
+                else:
+                    deliver([item])
+        except Exception as exc:        # a child killed mid-message leaves a broken stream
+            log.error("the Observer's flow stream broke: %s", _describe(exc))
+        finally:
+            self._stream_ended.set()
+            deliver(SHUTDOWN_SENTINEL)
 
     def _watch(self):
         self._process.join()
         self._read_status()
-        if self._process.exitcode != 0 and not self._stream_ended.is_set():
-            self.error = self.error or f"observer process died (exit code {self._process.exitcode})"
-            log.error("%s", self.error)
+        code = self._process.exitcode
+        if not self._stopped_on_purpose and (code != 0 or self.error is not None):
+            self.error = self.error or f"observer process {_exit_description(code)}"
+            log.error("the Observer failed: %s", self.error)
             self._on_failure(ObserverError(self.error))
         # Ends the stream if the child could not (it died, or forgot its sentinel); after a
         # normal end the pump has already stopped and this extra marker is never read.
@@ -146,3 +157,18 @@ class ObserverRunner:
                     self.error = payload
         except (EOFError, OSError):
             pass
+
+
+def _describe(exc):
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _exit_description(code):
+    """``died (exit code 3)`` or ``was killed by SIGKILL``."""
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"died (exit code {code})"

@@ -1,4 +1,7 @@
-"""Network interface checks (1.0: ``pathspider.engine.interfaces.interface_up``)."""
+"""Network interface checks: is the capture interface there and up?
+
+(1.0's ``pathspider.network.interface_up`` is re-exported from here.)
+"""
 
 import logging
 import socket

@@ -4,14 +4,23 @@ Records are written through a buffer that is flushed whenever the output queue r
 a slow trickle of results appears at once while a fast stream costs one write per batch.
 Values JSON cannot represent (a ``Conn`` member, bytes, a datetime...) are written in a readable
 form instead of failing: a record is never lost to its encoding.
+
+The output can fail during a run: the reader of a pipe goes away (``| head``), the disk fills,
+the device errs. :class:`LineSink` writes to a file descriptor and never leaves half a line in
+a regular file: after a failed write it truncates the file back to the end of the last whole
+record. :func:`write_records` reports the failure once and keeps taking records (without
+writing them) until the run closes the queue, so the engine is never blocked by a dead output.
 """
 
 import base64
 import datetime
 import enum
+import errno
 import json
 import logging
+import os
 import queue
+import stat
 
 from pathspider.constants import SHUTDOWN_SENTINEL
 
@@ -48,30 +57,115 @@ def encode_record(record):
     return _encoder.encode(record_to_dict(record))
 
 
-def write_records(outqueue, stream, on_record=None):
+class LineSink:
+    """A text sink on a file descriptor that keeps whole lines: ``write(str)``, ``flush()``.
+
+    Text is buffered and written with ``os.write``; :meth:`flush` raises ``OSError`` (e.g.
+    ``BrokenPipeError``, ENOSPC) after cutting a regular file back to its last complete line,
+    so a reader never sees a torn record. ``lines`` counts the lines written completely.
+    """
+
+    def __init__(self, fd, buffer_size=1 << 16):
+        self.fd = fd
+        self.lines = 0
+        self._buffer = bytearray()
+        self._limit = buffer_size
+        self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
+
+    def write(self, text):
+        self._buffer += text.encode("utf-8", "replace")
+        if len(self._buffer) >= self._limit:
+            self.flush()
+
+    def flush(self):
+        buffer = self._buffer
+        done = 0
+        try:
+            while done < len(buffer):
+                done += os.write(self.fd, memoryview(buffer)[done:])
+        except OSError:
+            kept = buffer.rfind(b"\n", 0, done) + 1      # bytes up to the last whole line
+            self._cut(done - kept)
+            self.lines += buffer.count(b"\n", 0, kept)
+            del buffer[:]
+            raise
+        self.lines += buffer.count(b"\n")
+        del buffer[:]
+
+    def _cut(self, torn):
+        """Remove the ``torn`` bytes of an incomplete line just written to a regular file."""
+        if torn and self._regular:
+            try:
+                os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR) - torn)
+            except OSError as exc:
+                log.error("could not remove a partly written record: %s", exc.strerror)
+
+    def close(self):
+        """Close the descriptor (after a final flush, which may raise)."""
+        try:
+            self.flush()
+        finally:
+            os.close(self.fd)
+
+
+def describe_output_error(exc):
+    """One line for a failed output write."""
+    if isinstance(exc, BrokenPipeError) or getattr(exc, "errno", None) == errno.EPIPE:
+        return "the output was closed by its reader"
+    return f"writing the output failed: {exc.strerror or exc}"
+
+
+def write_records(outqueue, stream, on_record=None, on_failure=None):
     """Write every record from ``outqueue`` to ``stream`` until ``SHUTDOWN_SENTINEL``.
 
     Calls ``outqueue.task_done()`` after each item (the engine's shutdown waits for that) and
-    ``on_record(record)`` for each record if given. Returns the number of records written.
+    ``on_record(record)`` for each record written if given. Returns the number of records
+    written. If writing fails (``OSError``): without ``on_failure`` the error is raised; with
+    it, ``on_failure(exc)`` is called once and the remaining records are taken from the queue
+    without being written, until the sentinel.
     """
     count = 0
+    failed = False
     get, get_nowait, done = outqueue.get, outqueue.get_nowait, outqueue.task_done
     encode, write = encode_record, stream.write
     while True:
         try:
             record = get_nowait()
         except queue.Empty:
-            stream.flush()
+            failed = _flush(stream, failed, on_failure)
             record = get()
         try:
             if isinstance(record, str) and record == SHUTDOWN_SENTINEL:
                 break
-            write(encode(record))
-            write("\n")
+            if failed:
+                continue
+            try:
+                write(encode(record) + "\n")
+            except OSError as exc:
+                failed = _failed(exc, on_failure)
+                continue
             count += 1
             if on_record is not None:
                 on_record(record)
         finally:
             done()
-    stream.flush()
+    _flush(stream, failed, on_failure)
     return count
+
+
+def _flush(stream, failed, on_failure):
+    """Flush unless the output already failed; returns whether it has failed."""
+    if failed:
+        return True
+    try:
+        stream.flush()
+    except OSError as exc:
+        return _failed(exc, on_failure)
+    return False
+
+
+def _failed(exc, on_failure):
+    if on_failure is None:
+        raise exc
+    on_failure(exc)
+    return True

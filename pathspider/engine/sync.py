@@ -62,7 +62,7 @@ class ConfigGate:
         self._active = None            # configuration in force (None before the first)
         self._switching = False        # the configurator is applying a configuration
         self._inflight = 0             # connections running in the active configuration
-        self._cohorts = ([], [])       # wake-up locks of workers waiting per configuration
+        self._cohorts = ([], [])       # [wake-up lock, admitted] of waiting workers, per config
         self._stopped = False
         self._local = threading.local()
         self.flips = 0                 # configurations applied
@@ -73,17 +73,21 @@ class ConfigGate:
         return self._active
 
     def enter(self, config):
-        """Block until ``config`` is in force and this worker is admitted to it."""
+        """Block until ``config`` is in force and this worker is admitted to it; False if the
+        gate was stopped instead (the run is aborting: make no connection)."""
         with self._cond:
+            if self._stopped:
+                return False
             if (self._active == config and not self._switching
                     and not self._cohorts[1 - config]):
                 self._inflight += 1
-                return
-            wakeup = self._wakeup_lock()
-            self._cohorts[config].append(wakeup)
+                return True
+            slot = [self._wakeup_lock(), False]     # [lock, admitted?]
+            self._cohorts[config].append(slot)
             if self._inflight == 0 and not self._switching:
                 self._cond.notify()
-        wakeup.acquire()               # released by the configurator, already counted
+        slot[0].acquire()              # released by the configurator (admitted) or by stop
+        return slot[1]
 
     def leave(self, config):
         """The connection made in ``config`` has returned."""
@@ -93,9 +97,14 @@ class ConfigGate:
                 self._cond.notify()
 
     def stop(self):
-        """End ``run`` (call once no worker will enter any more)."""
+        """End ``run`` and release every waiting worker unadmitted (their ``enter`` returns
+        False); later ``enter`` calls return False at once."""
         with self._cond:
             self._stopped = True
+            for cohort in self._cohorts:
+                for lock, _ in cohort:
+                    lock.release()
+                cohort.clear()
             self._cond.notify()
 
     def run(self, apply):
@@ -123,8 +132,9 @@ class ConfigGate:
                 admitted = self._cohorts[target][:]
                 self._cohorts[target].clear()
                 self._inflight += len(admitted)
-                for wakeup in admitted:
-                    wakeup.release()
+                for slot in admitted:
+                    slot[1] = True
+                    slot[0].release()
         finally:
             cond.release()
 
@@ -167,7 +177,8 @@ class SynchronizedSpider(Spider):
         for config in (0, 1):
             if not prepared:
                 break
-            self.gate.enter(config)
+            if not self.gate.enter(config):
+                return []               # aborting: the jobs are abandoned
             try:
                 prepared = self._connect_all(prepared, config)
             finally:

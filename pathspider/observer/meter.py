@@ -32,7 +32,7 @@ import time
 from pathspider.constants import SHUTDOWN_SENTINEL
 from pathspider.observer.basic import basic_count, basic_flow
 from pathspider.observer.flowtable import FlowTable
-from pathspider.observer.source import PacketSource
+from pathspider.observer.source import PacketSource, PacketSourceError
 
 __all__ = ["Observer", "simple_observer"]
 
@@ -144,27 +144,38 @@ class Observer:
     # ------------------------------------------------------------------ internals
 
     def _batches(self, stopping):
-        """Read the source, yield non-empty lists of emitted records, flush at the end."""
+        """Read the source, yield non-empty lists of emitted records, flush at the end.
+
+        If the source fails (a live interface went down or disappeared), the flows seen so far
+        are still flushed and yielded, then :class:`PacketSourceError` is raised: the engine
+        merges them with their results and ends the run with the error.
+        """
         source, table = self.source, self.table
         live = source.live
-        while True:
-            if live and stopping():
-                self._drain()
-                break
-            pkts, meta = source.next_batch(BATCH)
-            if meta:
-                table.process(pkts, meta)
-            elif not live:
-                break
-            elif not source.wait(POLL):
-                table.tick(time.time() - WALLCLOCK_LAG)
-            if table.emitted:
-                out, table.emitted = table.emitted, []
-                yield out
+        failure = None
+        try:
+            while True:
+                if live and stopping():
+                    self._drain()
+                    break
+                pkts, meta = source.next_batch(BATCH)
+                if meta:
+                    table.process(pkts, meta)
+                elif not live:
+                    break
+                elif not source.wait(POLL):
+                    table.tick(time.time() - WALLCLOCK_LAG)
+                if table.emitted:
+                    out, table.emitted = table.emitted, []
+                    yield out
+        except Exception as exc:        # pcapy.PcapError, e.g. "The interface went down"
+            failure = exc
         table.flush()
         if table.emitted:
             out, table.emitted = table.emitted, []
             yield out
+        if failure is not None:
+            raise PacketSourceError(f"reading {self.lturi} failed: {failure}") from failure
 
     def _drain(self):
         """Read what is still buffered in the kernel after a shutdown request."""

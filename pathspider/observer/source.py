@@ -25,7 +25,7 @@ means "no packet right now" on a live source and end of file offline.
 
 Live handles are non-blocking. libpcap's read timeout does not fire on Linux while no packet
 passes the filter, so a blocking read on a quiet interface would never return; instead callers
-wait on :meth:`PacketSource.wait` (``select`` on the handle's file descriptor with a timeout),
+wait on :meth:`PacketSource.wait` (``poll`` on the handle's file descriptor with a timeout),
 which always comes back in time to notice a shutdown request.
 
 The source object is picklable until it is opened: only :meth:`PacketSource.open` touches
@@ -115,11 +115,13 @@ class PacketSource:
         self.linktype = None
         self._pcap = None
         self._fd = None
+        self._poller = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_pcap"] = None       # a libpcap handle cannot cross a process boundary
         state["_fd"] = None
+        state["_poller"] = None
         return state
 
     @property
@@ -182,15 +184,19 @@ class PacketSource:
     def wait(self, timeout):
         """Block until a live source may have packets, at most ``timeout`` seconds.
 
-        Returns True when the descriptor became readable. Offline sources are always ready.
+        Returns True when the descriptor became readable (or reports an error, which the next
+        read raises). Offline sources are always ready.
         """
         if self._fd is None:
             return True
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self._fd, select.POLLIN)
         try:
-            ready, _, _ = select.select((self._fd,), (), (), timeout)
+            return bool(poller.poll(timeout * 1000))
         except InterruptedError:
             return False
-        return bool(ready)
 
     def stats(self):
         """Kernel counters of a live source: ``received``, ``dropped``, ``ifdropped``."""
@@ -211,6 +217,7 @@ class PacketSource:
                 logger.debug("closing %s: %s", self.uri, err)
             self._pcap = None
             self._fd = None
+            self._poller = None
 
     def __enter__(self):
         return self.open()

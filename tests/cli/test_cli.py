@@ -165,7 +165,7 @@ def test_missing_input_file_is_one_clear_error(tmp_path):
     tree = plugin_tree(tmp_path / "tp", "clitest", CLITEST_PLUGIN)
     proc = run(["-i", "lo", "--input", str(tmp_path / "nope.csv"), "clitest"],
                pythonpath=[tree])
-    assert proc.returncode == 1 and "cannot open" in proc.stderr
+    assert proc.returncode == 1 and "cannot read --input" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -238,5 +238,5 @@ def test_no_permission_to_capture_is_one_clear_error():
                           env=env, cwd=EXAMPLE, timeout=60)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and "permission denied" in errors[0]
+    assert len(errors) == 1 and "needs CAP_NET_RAW" in errors[0]
     assert "Traceback" not in proc.stderr

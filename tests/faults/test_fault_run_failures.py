@@ -1,0 +1,111 @@
+"""Faults other than signals, on a real run in the lab: the Observer killed, the capture
+interface going down, the main process SIGKILLed (the next run repairs), a second run in the
+same namespace."""
+import os
+import signal
+import sys
+
+import pytest
+
+from fault_run import FaultRun, rows, wait_gone
+from pathspider.lab import netns, plan
+
+pytestmark = pytest.mark.root
+
+CAPTURE, PEER = "psfault0", "psfault1"
+
+
+def test_a_killed_observer_ends_the_run_with_its_records(lab_client_state, tmp_path):
+    lab = lab_client_state
+    run = FaultRun(lab, tmp_path)
+    run.feed(rows(lab, ["clean"], 5))
+    run.feed(rows(lab, ["blackhole"], 5))
+    run.wait_consumed()
+    observer = run.children | _children_now(run)
+    assert observer, "no Observer process found"
+    for pid in observer:
+        os.kill(pid, signal.SIGKILL)
+    status, _ = run.wait(30)
+    records, summary = run.check_ending()
+    assert status == 1
+    assert "the Observer failed" in run.stderr() and "SIGKILL" in run.stderr()
+    assert len(records) >= 20 and summary["reason"].startswith("failed")
+
+
+def test_the_capture_interface_going_down_ends_the_run(lab_client_state, tmp_path):
+    """Capture on a veth of the client namespace made for the test, then take it down."""
+    lab = lab_client_state
+    netns.run(lab.client_netns, ["ip", "link", "add", CAPTURE, "type", "veth", "peer", "name",
+                                 PEER])
+    try:
+        for name in (CAPTURE, PEER):
+            netns.run(lab.client_netns, ["ip", "link", "set", name, "up"])
+        run = FaultRun(lab, tmp_path, extra=("-i", CAPTURE))
+        run.feed(rows(lab, ["clean"], 5))
+        run.wait_consumed()
+        netns.run(lab.client_netns, ["ip", "link", "set", CAPTURE, "down"])
+        status, _ = run.wait(30)
+        records, _ = run.check_ending()
+    finally:
+        netns.run(lab.client_netns, ["ip", "link", "del", CAPTURE], check=False)
+    assert status == 1
+    assert "The interface went down" in run.stderr()
+    assert len(records) >= 20
+
+
+def test_after_a_sigkill_the_next_run_restores_the_state_first(lab_client_state, tmp_path):
+    lab = lab_client_state
+    original = _tcp_ecn(lab)
+    first = FaultRun(lab, _mkdir(tmp_path / "first"))
+    first.feed(rows(lab, ["clean"], 10))
+    first.feed(rows(lab, ["blackhole"], 10))
+    first.wait_consumed()
+    observer = _children_now(first)
+    first.proc.send_signal(signal.SIGKILL)
+    first.wait(10)
+    assert wait_gone(observer) == [], "the Observer outlived its parent"
+    second = FaultRun(lab, _mkdir(tmp_path / "second"))
+    second.feed(rows(lab, ["clean"], 2))
+    second.end_input()
+    status, _ = second.wait(60)
+    second.check_ending()
+    assert status == 0, second.stderr()[-3000:]
+    assert "restored system state left by a pathspider run" in second.stderr()
+    assert _tcp_ecn(lab) == original
+
+
+def test_a_second_run_in_the_namespace_is_refused_in_one_line(lab_client_state, tmp_path):
+    lab = lab_client_state
+    first = FaultRun(lab, _mkdir(tmp_path / "first"))
+    first.feed(rows(lab, ["clean"], 2))
+    first.wait_consumed()
+    second = lab.exec_in_client(
+        [sys.executable, "-m", "pathspider.run", "-i", plan.CLIENT_IFACE, "ecn"],
+        input="", capture_output=True, text=True, timeout=60)
+    first.end_input()
+    status, _ = first.wait(60)
+    first.check_ending()
+    assert status == 0
+    assert second.returncode == 1
+    assert f"another pathspider run (pid {first.proc.pid}" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+
+
+def _children_now(run):
+    found = set()
+    try:
+        with open(f"/proc/{run.proc.pid}/task/{run.proc.pid}/children") as f:
+            found = {int(p) for p in f.read().split()}
+    except OSError:
+        pass
+    return found
+
+
+def _tcp_ecn(lab):
+    return netns.run(lab.client_netns, ["cat", "/proc/sys/net/ipv4/tcp_ecn"]).stdout.strip()
+
+
+def _mkdir(path):
+    path.mkdir()
+    return path
