@@ -3,7 +3,9 @@ interface going down, the main process SIGKILLed (the next run repairs), a secon
 same namespace."""
 import os
 import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -109,3 +111,57 @@ def _tcp_ecn(lab):
 def _mkdir(path):
     path.mkdir()
     return path
+
+
+def test_a_killed_lab_exec_stops_its_run_cleanly(lab_client_state, tmp_path):
+    """`pathspider lab exec -- pathspider ...` killed with SIGKILL: the run gets SIGTERM (it
+    dies with its parent), finishes its started jobs and restores the client namespace."""
+    lab = lab_client_state
+    fifo = tmp_path / "targets.fifo"
+    os.mkfifo(fifo)
+    output, log = tmp_path / "results.ndjson", tmp_path / "stderr.log"
+    argv = [sys.executable, "-m", "pathspider.run", "lab", "--name", lab.name, "exec", "--",
+            sys.executable, "-m", "pathspider.run", "-i", plan.CLIENT_IFACE, "--input",
+            str(fifo), "--output", str(output), "ecn", "--timeout", "3"]
+    with open(log, "w") as err:
+        lab_exec = subprocess.Popen(argv, stderr=err)
+    with open(fifo, "w") as feed:
+        feed.write("".join(",".join(map(str, r)) + "\n" for r in rows(lab, ["clean"], 3)))
+        feed.flush()
+        run = None
+        for _ in range(200):                    # the run is lab exec's child's child
+            run = _descendant_running("pathspider.run -i", lab_exec.pid)
+            if run:
+                break
+            time.sleep(0.05)
+        assert run, "the measurement did not start"
+        lab_exec.kill()
+        lab_exec.wait()
+        assert wait_gone([run], timeout=20) == [], "the run outlived lab exec"
+    text = log.read_text()
+    assert "stopped (SIGTERM)" in text and "Traceback" not in text, text[-3000:]
+    lines = output.read_text().splitlines()
+    assert all(line.startswith("{") for line in lines)
+
+
+def _descendant_running(needle, pid):
+    """The PID of a descendant of ``pid`` whose command line contains ``needle``."""
+    for child in _children_of(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if needle in f.read().replace(b"\0", b" ").decode(errors="replace"):
+                    return child
+        except OSError:
+            continue
+        found = _descendant_running(needle, child)
+        if found:
+            return found
+    return None
+
+
+def _children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
