@@ -681,7 +681,35 @@ def _capability_message(what):
     return f"changing {what} needs {capability}: {privileges.HINT}"
 
 
-class Sysctl:
+class _Journalled:
+    """What a sysctl and a table share: restored once, by the process that made the change,
+    with its journal entry dropped only when the undo worked."""
+
+    def restore(self):
+        """Undo the change (see :meth:`_undo`) once; does nothing in a forked child."""
+        if os.getpid() != self._pid:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            ok = False
+            try:
+                self._undo()
+                ok = True
+            finally:
+                self._release()
+                if self._guard is not None:
+                    self._guard.done(self._ident, ok)
+
+    def _undo(self):
+        raise NotImplementedError
+
+    def _release(self):
+        """Close what the change held open, whether the undo worked or not."""
+
+
+class Sysctl(_Journalled):
     """One sysctl (dotted name, e.g. ``net.ipv4.tcp_ecn``) with its original value.
 
     The file under /proc/sys is opened read-write once; :meth:`set` writes only on change.
@@ -744,25 +772,14 @@ class Sysctl:
             self._current = text
             self._changed = True
 
-    def restore(self):
-        """Write the original value back if it was changed, then close the knob (and drop its
-        journal entry). Does nothing in a forked child."""
-        if os.getpid() != self._pid:
-            return
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            ok = False
-            try:
-                if self._changed and self.read() != self.original:
-                    os.pwrite(self._fd, self.original.encode(), 0)
-                    log.debug("restored sysctl %s=%s", self.name, self.original)
-                ok = True
-            finally:
-                os.close(self._fd)
-                if self._guard is not None:
-                    self._guard.done(self._ident, ok)
+    def _undo(self):
+        """Write the original value back if this process changed it."""
+        if self._changed and self.read() != self.original:
+            os.pwrite(self._fd, self.original.encode(), 0)
+            log.debug("restored sysctl %s=%s", self.name, self.original)
+
+    def _release(self):
+        os.close(self._fd)
 
     def __repr__(self):
         return f"<Sysctl {self.name} original={self.original!r} current={self._current!r}>"
@@ -787,7 +804,7 @@ def run_nft(script, what="nftables"):
         raise SystemStateError(f"nft failed: {message}")
 
 
-class NftTable:
+class NftTable(_Journalled):
     """An nftables table owned by one plugin: created on construction, deleted on restore.
 
     ``definition`` is the body of the table (chains and rules, nft syntax). A leftover table of
@@ -833,23 +850,11 @@ class NftTable:
                 return
             run_nft(script, what=f"nftables (table {self.ref})")
 
-    def restore(self):
-        """Delete the table (if it still exists). Does nothing in a forked child."""
-        if os.getpid() != self._pid:
-            return
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            ok = False
-            try:
-                run_nft(f"table {self.ref}\ndelete table {self.ref}\n",
-                        what=f"nftables (table {self.ref})")
-                ok = True
-                log.debug("deleted nftables table %s", self.ref)
-            finally:
-                if self._guard is not None:
-                    self._guard.done(self._ident, ok)
+    def _undo(self):
+        """Delete the table (if it still exists)."""
+        run_nft(f"table {self.ref}\ndelete table {self.ref}\n",
+                what=f"nftables (table {self.ref})")
+        log.debug("deleted nftables table %s", self.ref)
 
     def __repr__(self):
         return f"<NftTable {self.ref}>"
