@@ -8,6 +8,18 @@
     counts packets and IP-layer octets per direction.
 
 PATHspider 1.0 defined both in ``pathspider.observer``, which re-exports them from here.
+PATHspider 2.0's ``BasicChain`` had the same fields and logic.
+
+Fixes and differences against the reference implementations:
+
+* ``oct_fwd``/``oct_rev`` add the IP length the header states (IPv4 total length, IPv6
+  payload length + 40; the captured length only when the header says 0). Both references
+  added python-libtrace's ``ip.size``, the captured bytes from the IP header to the end of
+  the frame: a short frame's Ethernet padding was counted as IP bytes, and a truncated
+  capture counted only what was captured. Upstream's ``basic_ipv4_non_udp_tcp.pcap`` (11
+  VRRP packets of 40 IP bytes, each padded to the 46-byte Ethernet minimum) gives
+  ``oct_fwd`` 440 here and 506 in 2.0. Packet counts, addresses, protocol and ports are the
+  same.
 """
 
 from pathspider.observer.dissector import endpoints

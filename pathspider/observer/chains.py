@@ -89,6 +89,32 @@ OBSERVER_FIELDS = (
     _f('last', 'float', "timestamp of the flow's latest packet"),
 )
 
+#: Differences against PATHspider 1.0/2.0 that belong to the Observer, not to one chain
+#: (the chains' own are in their modules' "Fixes" sections). docs/chains.md lists both.
+OBSERVER_NOTES = (
+    "Names: the records use the 1.0 names `first`/`last` (2.0: `pkt_first`/`pkt_last`, the "
+    "same capture timestamps in float seconds) and the 1.0 field names of the chains 1.0 had "
+    "(`basic`, `tcp`, `ecn`, `dscp`, `tfo`, `icmp`); 2.0 renamed the `tcp` and `dscp` fields "
+    "(see those chains) and split ECN by SYN and data (the `ecn_split` chain). "
+    "tests/observer/test_upstream_pcaps.py runs upstream's own test captures (Debian's "
+    "pathspider 2.0.1, in tests/data/upstream) and checks that every value upstream's tests "
+    "expect is produced here, except the differences listed on this page.",
+    "Flow splitting: a pure SYN with a new initial sequence number on an existing TCP flow "
+    "ends that flow and starts a new one; 1.0 and 2.0 merged both connections into one "
+    "record. No upstream capture holds such a SYN, so the flow counts upstream expects are "
+    "the same here (real.pcap 6317, icmp_ttl.pcap 297, random.pcap 0).",
+    "ICMP linking: an ICMP error is attached to the flow it quotes when the quotation holds "
+    "the quoted IP header (IPv6: with its extension headers) and 8 transport bytes; a "
+    "shorter one forms a flow of its own (3-tuple), as in 2.0 for "
+    "icmp_single_unreachable_nopayload.pcap. 2.0 linked any quotation of at least 20 (IPv4) "
+    "or 40 (IPv6) bytes, keying one without ports by the bytes that followed its header, and "
+    "1.0 linked no ICMPv6 error. As in 1.0 and 2.0, an ICMP error that arrives before any "
+    "packet of the flow it quotes creates that flow with the ICMP packet's addresses and "
+    "protocol, its direction forward (upstream's icmp_single_unreachable.pcap: "
+    "`icmp_unreachable` False).",
+    "Octet counts: IP lengths from the headers, not captured bytes (see the `basic` chain).",
+)
+
 _ECN_SPLIT_FIELDS = tuple(
     Field(f'ecn_{cp}_{kind}_{d}', 'bool',
           f"a {dirn} {what} carried {label}")
@@ -347,6 +373,8 @@ def markdown():
            'Every record also has:', '',
            '| Field | Type | Meaning |', '|---|---|---|']
     out += [f'| `{f.name}` | {f.type} | {f.meaning} |' for f in OBSERVER_FIELDS]
+    out += ['', 'Differences against PATHspider 1.0/2.0 that belong to the Observer:', '']
+    out += [f'- {note}' for note in OBSERVER_NOTES]
     for chain in REGISTRY.values():
         summary = chain.summary[:1].upper() + chain.summary[1:] + '.'
         out += ['', f'## `{chain.name}`', '', summary, '',

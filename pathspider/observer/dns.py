@@ -15,8 +15,14 @@ Fixes and differences against the reference implementation:
 
 * 2.0 parsed with ``pldns`` (part of python-libtrace, unusable on current Pythons) and raised
   ``RuntimeError`` when it was missing; dnspython is a dependency of pathspider.
-* 2.0 handed TCP payloads to the parser without removing the length prefix, so DNS over TCP
-  never validated.
+* 2.0 handed python-libtrace's TCP payload object to ``pldns`` as it was; python-libtrace's
+  own test decodes the response of upstream's ``dns_valid_response_tcp.pcap`` from that
+  object, and 2.0's test expects ``dns_response_valid`` True on it, as this chain gives. Here
+  the two-byte length prefix (RFC 1035 section 4.2.2) is removed by the chain itself and the
+  stated length must be present in the segment.
+* Once a valid response was seen, 2.0 returned False for every later packet it parsed (every
+  UDP datagram, every TCP segment with payload), so chain functions after it missed them;
+  here only the packet carrying the response returns False.
 
 Limitation: a DNS-over-TCP response split over several segments is not reassembled.
 """

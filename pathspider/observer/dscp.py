@@ -16,10 +16,16 @@ Fixes against the reference implementations:
 * Payload detection uses header lengths (IP length fields and the TCP data offset). 2.0
   relied on libtrace's payload object, which took the Ethernet padding of short frames for
   data, so padded pure ACKs could set the data codepoint.
-* ICMP error messages attached to a flow are skipped: their codepoint is chosen by the router
-  that sent them (Linux uses CS6), and 1.0 recorded it as the remote host's reply mark.
+* ICMP error messages (attached to a flow or not) are skipped: their codepoint is chosen by
+  the router that sent them (Linux uses CS6), and 1.0 and 2.0 recorded it as the remote
+  host's reply mark.
 * A SYN in a flow whose first packet was not TCP cannot happen (flows are keyed by protocol),
   but if the SYN fields are absent they are created rather than raising ``KeyError``.
+* The fields keep their 1.0 names; 2.0's ``DSCPChain`` called them ``dscp_mark_syn_fwd``,
+  ``dscp_mark_syn_rev``, ``dscp_mark_data_fwd`` and ``dscp_mark_data_rev`` (same values). 2.0
+  created its two SYN fields on every flow, None on UDP flows; here, as in 1.0, the SYN fields
+  exist only on flows whose first packet is TCP (upstream's ``dscp_udp_*.pcap`` expect
+  ``dscp_mark_syn_*`` None: the records here have no ``*_syn_dscp`` field).
 """
 from pathspider.observer.tcp import DATA_PACKET, SYN_PACKET, syn_or_data
 

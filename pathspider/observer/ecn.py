@@ -26,7 +26,11 @@ Fixes against the reference implementations:
   the header lengths, so Ethernet padding is never taken for data.
 * In both references an ICMP error attached to a flow (as a reverse-direction packet) had its
   own ECN bits recorded as if the remote host had sent them. ICMP error messages are skipped
-  here: their IP header belongs to the router that sent them.
+  here (attached to a flow or not): their IP header belongs to the router that sent them. In
+  upstream's ``icmp_ttl.pcap`` eight Time Exceeded messages carry ECN bits, which 2.0 would
+  have recorded as ``ecn_*_data_rev`` of the TCP flows they quote.
+* The ``ecn_split`` fields are named as 2.0's ``ECNChain`` fields; on upstream's
+  ``ecn_*.pcap`` all twelve are equal.
 """
 from pathspider.observer.fastpath import fast_path
 from pathspider.observer.icmp import is_icmp_error

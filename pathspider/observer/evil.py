@@ -17,7 +17,8 @@ Fixes against the reference implementation:
   direction, which the Observer takes as "flow complete": flows ended early, losing their
   later packets (FIN, RST, counters). :func:`evil_extract` always returns True.
 * Payload detection uses header lengths, so padded control segments are not taken for data.
-* ICMP error messages attached to the flow are skipped (their header is the router's).
+* ICMP error messages are skipped, attached to a flow or not (their header is the
+  router's, not the flow's); 2.0 recorded their bit as a data packet's.
 """
 from pathspider.observer.tcp import DATA_PACKET, SYN_PACKET, syn_or_data
 

@@ -11,7 +11,9 @@ Fixes against the reference implementation:
 
 * 2.0 turned an option value of any size into an integer (a malformed 3-byte value became a
   24-bit "MSS"). The length is still reported as seen, but the value is None unless the
-  option carries exactly two bytes.
+  option carries exactly two bytes: on upstream's ``mss_3bytes.pcap`` (option bytes
+  ``02 05 00 05 b4``) both give ``mss_len_fwd`` 5, 2.0 gives ``mss_value_fwd`` 1460 and
+  this chain None.
 * With duplicated MSS options the first one is reported (2.0 kept the last, issue #189), and
   malformed option lists never loop or raise.
 """

@@ -16,8 +16,17 @@ field once):
 
 Fixes against the reference implementations (documented in ``docs/chains.md`` too):
 
+* The fields keep their 1.0 names; 2.0's ``TCPChain`` called them ``tcp_synflags_fwd``,
+  ``tcp_synflags_rev``, ``tcp_fin_fwd``, ``tcp_fin_rev``, ``tcp_rst_fwd``, ``tcp_rst_rev``
+  (``tcp_connected`` is unchanged). On upstream's ``tcp_*.pcap`` the values are equal.
 * 2.0's ``TCPChain`` stored a reverse-direction FIN in the *forward* field and vice versa; here
-  (as in 1.0) each FIN/RST is recorded in the direction it travelled.
+  (as in 1.0) each FIN/RST is recorded in the direction it travelled. It shows on half-closed
+  flows only: in upstream's ``tfo_cookie_request.pcap`` only the client sends FIN (then RST),
+  giving ``fwd_fin`` True and ``rev_fin`` False here, where 2.0's code gives
+  ``tcp_fin_fwd`` False and ``tcp_fin_rev`` True.
+* 2.0 kept overwriting the SYN flags with every SYN, also after the handshake completed; here
+  (as in 1.0) they are frozen once ``tcp_connected`` is True, so a late retransmitted SYN or
+  SYN+ACK does not replace the flags of the handshake.
 * 1.0 declared the flow connected on a forward ACK after *any* reverse SYN (its own TODO called
   the test approximate); the reverse SYN must now carry ACK (a SYN+ACK), and the completing
   forward segment must be a plain ACK, not another SYN.
