@@ -33,6 +33,10 @@ setup(
     },
     entry_points={
         "console_scripts": ["pathspider = pathspider.cli.main:handle_args_wrapper"],
+        # The root marker and the lab fixtures in any tree, without a conftest. Named after
+        # its module, so that listing the module again (-p, pytest_plugins) is a no-op, not a
+        # "registered twice" error; -p no:pathspider.testing.pytest_plugin turns it off.
+        "pytest11": ["pathspider.testing.pytest_plugin = pathspider.testing.pytest_plugin"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

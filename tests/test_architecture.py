@@ -17,17 +17,19 @@ COMPAT = ("pathspider.base", "pathspider.run", "pathspider.standalone", "pathspi
           "pathspider.network", "pathspider.util")
 #: Modules every part may import: they import nothing of pathspider themselves.
 SHARED = ("pathspider.constants", "pathspider.version")
-PARTS = ("engine", "observer", "client", "cli", "plugins", "lab")
+PARTS = ("engine", "observer", "client", "cli", "plugins", "lab", "testing")
 
 #: part -> parts it must never import.
 FORBIDDEN = {
-    "observer": {"engine", "client", "cli", "lab", "plugins", "compat"},
-    "engine": {"plugins", "lab", "cli", "compat"},
-    "client": {"engine", "cli", "lab", "plugins", "compat"},
-    "plugins": {"engine", "cli", "lab"},
-    "cli": {"plugins"},
-    "lab": {"engine", "observer", "client", "cli", "plugins", "compat", "shared"},
-    "shared": {"engine", "observer", "client", "cli", "plugins", "lab", "compat", "shared"},
+    "observer": {"engine", "client", "cli", "lab", "plugins", "compat", "testing"},
+    "engine": {"plugins", "lab", "cli", "compat", "testing"},
+    "client": {"engine", "cli", "lab", "plugins", "compat", "testing"},
+    "plugins": {"engine", "cli", "lab", "testing"},
+    "cli": {"plugins", "testing"},
+    "lab": {"engine", "observer", "client", "cli", "plugins", "compat", "shared", "testing"},
+    "testing": {"engine", "client", "cli", "plugins", "compat"},
+    "shared": {"engine", "observer", "client", "cli", "plugins", "lab", "compat", "shared",
+               "testing"},
 }
 #: Old paths plugins may still use: 1.0's API module.
 PLUGIN_API = ("pathspider.base",)
@@ -136,9 +138,14 @@ def test_compatibility_modules_only_re_export(name):
     ("client", "def f():\n    from pathspider.engine import spider", "client must not import engine"),
     ("plugins", "from pathspider.engine.spider import Spider", "plugins must not import engine"),
     ("lab", "from ..observer import dissector", "lab must not import observer"),
+    ("lab", "from pathspider.testing import packets", "lab must not import testing"),
+    ("engine", "from pathspider.testing.packets import tcp4", "engine must not import testing"),
+    ("testing", "from pathspider.engine.spider import Spider", "testing must not import engine"),
+    ("testing", "import pathspider.client.reactor", "testing must not import client"),
 ])
 def test_the_checker_catches_a_broken_rule(part, source, broken):
-    name = "pathspider.lab.topology" if part == "lab" else f"pathspider.{part}.example"
+    name = {"lab": "pathspider.lab.topology",
+            "testing": "pathspider.testing.packets"}.get(part, f"pathspider.{part}.example")
     assert {rule for _, rule in violations(name, source)} == {broken}
 
 
@@ -147,3 +154,6 @@ def test_the_checker_allows_what_the_rules_allow():
     assert violations("pathspider.engine.example", "from pathspider.observer import meter") == []
     assert violations("pathspider.client.example", "from pathspider.constants import Conn") == []
     assert violations("pathspider.lab.topology", "from . import netns") == []
+    assert violations("pathspider.testing.packets",
+                      "from pathspider.lab.craft import tcp4\n"
+                      "from pathspider.observer.meter import Observer") == []

@@ -4,7 +4,8 @@
 with one target subnet per impairment class (see :mod:`pathspider.lab.plan`), HTTP and DNS
 servers, and nftables impairments in the middlebox; ``down()`` removes it all. The command
 ``pathspider lab up|down|status|targets|exec`` does the same from a shell, and
-:mod:`pathspider.lab.fixtures` offers it to pytest.
+:mod:`pathspider.lab.fixtures` offers it to pytest (through the plugin
+:mod:`pathspider.testing.pytest_plugin`, which pytest loads by itself).
 """
 from .lab import Lab, LabError, LabNameError
 from .plan import CLASS_NAMES, CLASSES

@@ -2,7 +2,12 @@
 
 Registered by pathspider's CLI like a utility (``register_args(subparsers)``, then
 ``args.func(args)`` returns the exit status). Also runnable on its own:
-``python -m pathspider.lab.cli [--name NAME] COMMAND ...``.
+``python -m pathspider.lab.cli [--name NAME] COMMAND [--name NAME] ...``.
+
+The lab name may come before or after the sub-command (``lab --name X up`` and
+``lab up --name X`` are the same; after wins if both are given); without ``--name`` it is
+``$PATHSPIDER_LAB_NAME``, else ``psl`` (:func:`pathspider.lab.lab.default_name`, which also
+reads the deprecated ``$PATHSPIDER_TEST_LAB``).
 
 Errors are one line on stderr, ``pathspider lab: error: ...``: exit status 2 for a usage
 error (a bad option value, lab name or command line), 1 when the lab cannot do what was asked
@@ -18,12 +23,13 @@ import shutil
 import sys
 
 from . import plan, targets
-from .lab import MAX_HTTP_WORKERS, Lab, LabError, LabNameError
+from .lab import (DEFAULT_NAME, MAX_HTTP_WORKERS, NAME_ENV, Lab, LabError, LabNameError,
+                  default_name)
 
 log = logging.getLogger("pathspider.lab")
 
-DEFAULT_NAME = "psl"
-NAME_ENV = "PATHSPIDER_LAB_NAME"
+NAME_HELP = (f"lab name, prefix of its namespaces: 1 to 8 letters, digits, '-' or '_' "
+             f"(default: ${NAME_ENV} or {DEFAULT_NAME})")
 PREFIX = "pathspider lab: error: "
 
 
@@ -68,29 +74,38 @@ def register_args(subparsers):
     return parser
 
 
+def _command(sub, name, **kwargs):
+    """Add sub-command ``name``; it takes ``--name`` too (``lab up --name X``). SUPPRESS
+    leaves the lab parser's value (given before the sub-command, or None) alone unless
+    ``--name`` follows the sub-command."""
+    command = sub.add_parser(name, **kwargs)
+    command.add_argument("--name", default=argparse.SUPPRESS, help=NAME_HELP)
+    return command
+
+
 def _add_lab_args(parser):
     # The lab parser itself is made by the parent's subparsers (its class); its errors
     # (a bad or missing COMMAND) are one line too.
     parser.error = functools.partial(_one_line_error, parser)
-    parser.add_argument("--name", default=os.environ.get(NAME_ENV, DEFAULT_NAME),
-                        help=f"lab name, prefix of its namespaces: 1 to 8 letters, digits, "
-                             f"'-' or '_' (default: ${NAME_ENV} or {DEFAULT_NAME})")
+    # None: resolved when a command runs (default_name), so that merely building
+    # pathspider's parser reads no environment.
+    parser.add_argument("--name", default=None, help=NAME_HELP)
     sub = parser.add_subparsers(dest="lab_command", metavar="COMMAND", required=True,
                                 parser_class=_LabArgumentParser)
 
-    up = sub.add_parser("up", help="build the lab and start its servers (idempotent; waits "
-                                   "while another up or down of the lab runs)")
+    up = _command(sub, "up", help="build the lab and start its servers (idempotent; waits "
+                                  "while another up or down of the lab runs)")
     up.add_argument("--http-workers", type=_int_in(1, MAX_HTTP_WORKERS, "http-workers"),
                     default=None, help=f"HTTP server processes, 1 to {MAX_HTTP_WORKERS} "
                                        f"(default: 2 to 4 by CPU count)")
-    sub.add_parser("down", help="remove everything the lab made (waits while another up or "
-                                "down of the lab runs)")
-    status = sub.add_parser("status", help="show namespaces, servers, routes and rule counters "
-                                           "(exit 0 when up and healthy, 1 otherwise, naming "
-                                           "each problem)")
+    _command(sub, "down", help="remove everything the lab made (waits while another up or "
+                               "down of the lab runs)")
+    status = _command(sub, "status", help="show namespaces, servers, routes and rule counters "
+                                          "(exit 0 when up and healthy, 1 otherwise, naming "
+                                          "each problem)")
     status.add_argument("--json", action="store_true", help="print JSON")
 
-    tg = sub.add_parser("targets", help="write a target list of lab addresses")
+    tg = _command(sub, "targets", help="write a target list of lab addresses")
     tg.add_argument("--count", type=positive_count, default=None,
                     help="number of targets, 1 or more (default: one per chosen class and "
                          "family, e.g. 22 for all 11 classes and both families); more than "
@@ -109,12 +124,12 @@ def _add_lab_args(parser):
     tg.add_argument("-o", "--out", dest="lab_out", default=None,
                     help="file to write (default: pathspider's --output, else stdout)")
 
-    ex = sub.add_parser("exec", help="run a command in the client namespace: exec -- CMD ...",
-                        description="Run CMD in the client namespace and exit with its status "
-                                    "(128+N if it died of signal N, 127 if there is no such "
-                                    "command). SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and "
-                                    "SIGUSR2 are passed on to CMD, and CMD gets SIGTERM should "
-                                    "'lab exec' be killed.")
+    ex = _command(sub, "exec", help="run a command in the client namespace: exec -- CMD ...",
+                  description="Run CMD in the client namespace and exit with its status "
+                              "(128+N if it died of signal N, 127 if there is no such "
+                              "command). SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and "
+                              "SIGUSR2 are passed on to CMD, and CMD gets SIGTERM should "
+                              "'lab exec' be killed.")
     ex.add_argument("cmd", nargs=argparse.REMAINDER, help="command and its arguments")
     parser.set_defaults(func=main)
 
@@ -123,6 +138,8 @@ def main(args):
     """Run the chosen lab command; returns the exit status."""
     handlers = {"up": _up, "down": _down, "status": _status, "targets": _targets,
                 "exec": _exec}
+    if getattr(args, "name", None) is None:      # not given ("" is given, and refused)
+        args.name = default_name()
     try:
         return handlers[args.lab_command](args)
     except (LabNameError, ValueError) as exc:      # usage errors

@@ -1,8 +1,17 @@
-"""pytest fixtures for tests that measure through the lab (loaded by tests/conftest.py).
+"""pytest fixtures for tests that measure through the lab.
 
-- ``lab`` (session): the lab named by ``$PATHSPIDER_TEST_LAB`` (default ``pst``), brought up
-  once per session and taken down at the end, also when tests fail. Skips when not root.
-  Test runs in parallel must use different names.
+pytest finds them without any conftest: the package registers the plugin
+:mod:`pathspider.testing.pytest_plugin` (a ``pytest11`` entry point), which offers these
+fixtures and the ``root`` marker in any source tree. (Listing this module in
+``pytest_plugins``, as was needed before, still works.)
+
+- ``lab`` (session): the lab named by ``$PATHSPIDER_LAB_NAME`` (else the deprecated
+  ``$PATHSPIDER_TEST_LAB``, else ``psl``: the name ``pathspider lab`` uses too), brought up
+  once per session. It is taken down at the end of the session, also when tests fail, only
+  if this session built it: a lab that was already up (e.g. one you brought up with
+  ``pathspider lab up`` to run the tests again and again) is left up, and one that was there
+  but broken is repaired and left up. Skips when not root. Test runs in parallel must use
+  different names.
 - ``lab_client_state`` (function): the same lab, with the client namespace's sysctls and
   nftables ruleset snapshotted before the test and compared after it; a test that leaves them
   changed fails (and the state is restored so later tests are not affected). Use it for
@@ -12,30 +21,46 @@
 """
 import difflib
 import json
+import logging
 import os
 
 import pytest
 
-from .lab import Lab, LabError
+from .lab import DEFAULT_NAME, DEPRECATED_NAME_ENV, NAME_ENV, Lab, LabError, default_name
 
-LAB_ENV = "PATHSPIDER_TEST_LAB"
-DEFAULT_TEST_LAB = "pst"
+log = logging.getLogger("pathspider.lab")
+
+#: Old names of this module (the variable is now the one the ``pathspider lab`` command reads).
+LAB_ENV = NAME_ENV
+DEFAULT_TEST_LAB = DEFAULT_NAME
+
+__all__ = ["lab", "lab_client_state", "lab_netem", "lab_name", "NAME_ENV",
+           "DEPRECATED_NAME_ENV", "DEFAULT_NAME"]
+
+
+def lab_name():
+    """The name of the session's lab (see the module docstring)."""
+    return default_name()
 
 
 @pytest.fixture(scope="session")
 def lab():
-    """The session's lab, up; removed at session end."""
+    """The session's lab, up; taken down at session end only if this session built it."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces, nftables, raw sockets)")
-    the_lab = Lab(os.environ.get(LAB_ENV, DEFAULT_TEST_LAB))
+    the_lab = Lab(lab_name())
     try:
-        the_lab.up()
+        done = the_lab.ensure_up()
     except LabError as exc:
         pytest.fail(f"cannot bring the test lab up: {exc}", pytrace=False)
     try:
         yield the_lab
     finally:
-        the_lab.down()
+        if done == "built":
+            the_lab.down()
+        else:
+            log.info("lab %s was there before the session (%s); left up", the_lab.name,
+                     "repaired" if done == "rebuilt" else "unchanged")
 
 
 def _describe(before, after):

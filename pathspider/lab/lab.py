@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import impair, netns, path, plan, probe, procs, targets, topology
@@ -42,6 +43,11 @@ MAX_HTTP_WORKERS = 32
 IFNAME_MAX = 15
 NAME_MAX = IFNAME_MAX - len("-server")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: The lab name when none is given: ``$PATHSPIDER_LAB_NAME``, else this.
+DEFAULT_NAME = "psl"
+NAME_ENV = "PATHSPIDER_LAB_NAME"
+#: The test fixtures' old variable, still read when ``$PATHSPIDER_LAB_NAME`` is unset.
+DEPRECATED_NAME_ENV = "PATHSPIDER_TEST_LAB"
 REQUIRED_TOOLS = {"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "ethtool": "ethtool"}
 
 #: Client-namespace sysctls that measurement plugins change (and must restore).
@@ -83,6 +89,23 @@ def check_name(name):
     return name
 
 
+def default_name(environ=None):
+    """The lab name to use when none is given, the same for the command, the pytest fixtures
+    and the benchmarks: ``$PATHSPIDER_LAB_NAME``; else the deprecated
+    ``$PATHSPIDER_TEST_LAB`` (with a DeprecationWarning); else ``psl``. Not checked here
+    (``Lab`` checks it)."""
+    environ = os.environ if environ is None else environ
+    name = environ.get(NAME_ENV)
+    if name:
+        return name
+    name = environ.get(DEPRECATED_NAME_ENV)
+    if name:
+        warnings.warn(f"${DEPRECATED_NAME_ENV} is deprecated: set ${NAME_ENV} instead",
+                      DeprecationWarning, stacklevel=2)
+        return name
+    return DEFAULT_NAME
+
+
 def preflight():
     """Raise LabError unless we are root and the needed tools are installed."""
     if os.geteuid() != 0:
@@ -110,7 +133,7 @@ def _ancestors():
 class Lab:
     """One named lab; see the module docstring. All methods except ``targets`` need root."""
 
-    def __init__(self, name="psl", rundir=None, http_workers=None):
+    def __init__(self, name=DEFAULT_NAME, rundir=None, http_workers=None):
         self.name = check_name(name)
         self.rundir = (rundir or os.path.join(RUN_ROOT, name)).rstrip("/")
         self.lock_path = self.rundir + ".lock"
@@ -261,6 +284,13 @@ class Lab:
         """Build the lab (idempotent). Returns True if it changed anything, False if the lab
         was already up and answering. Raises LabError, leaving nothing behind, on failure.
         Waits while another ``up`` or ``down`` of this lab runs."""
+        return self.ensure_up() != "unchanged"
+
+    def ensure_up(self):
+        """:meth:`up`, saying what it did: ``"built"`` (there was no lab of this name),
+        ``"rebuilt"`` (there was one, but broken: removed and built again) or
+        ``"unchanged"`` (it was up and answering). Decided under the lab's lock, so of
+        several callers at once exactly one gets ``"built"``: the one that owns the lab."""
         preflight()
         with self._locked("up"):
             return self._up()
@@ -273,7 +303,7 @@ class Lab:
                 failures = netns.call_in(self.client_netns, probe.wait_ready, attempts=1)
                 if not failures:
                     log.info("lab %s is already up; nothing changed", self.name)
-                    return False
+                    return "unchanged"
                 problems = failures
             log.warning("lab %s is not healthy (%s); rebuilding it", self.name,
                         "; ".join(problems))
@@ -288,7 +318,7 @@ class Lab:
             raise LabError(f"lab {self.name}: up failed: {exc} "
                            f"(everything it had built was removed)") from exc
         log.info("lab %s is up", self.name)
-        return True
+        return "built" if state is None else "rebuilt"
 
     def _check_clash(self):
         clash = [ns for ns in self.namespaces.values() if netns.exists(ns)]

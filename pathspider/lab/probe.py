@@ -4,7 +4,11 @@ Used by ``Lab.up`` to wait until every service answers through the middlebox, an
 Call them inside the client namespace (``netns.call_in``). Every operation has a timeout;
 nothing sleeps.
 """
+import collections
+import selectors
 import socket
+import threading
+import time
 
 import dns.exception
 import dns.message
@@ -91,3 +95,138 @@ def wait_ready(attempts=3):
         if error is not None:
             failures.append(f"{what}: {error}")
     return failures
+
+
+def dns_burst(servers, count=1100, clients=100, timeout=3.0, window=None,
+              classes=("clean",), port=plan.DNS_PORT):
+    """Fire ``count`` DNS queries over UDP from ``clients`` concurrent clients; a summary.
+
+    Each client is a thread with its own UDP socket (one per address family) that takes every
+    ``clients``-th query: it asks the next server of ``servers`` (addresses, cycled) for
+    ``t<n>.<class>.lab.test`` (A from IPv4 servers, AAAA from IPv6 ones) on UDP ``port``. A
+    client keeps up to ``window`` queries in flight (None: sends all of its queries at once,
+    a true burst) and waits up to ``timeout`` seconds from its last send for the answers,
+    without retrying: a query without an answer by then is lost. Bounded: returns within
+    about ``timeout`` seconds after the last query is sent.
+
+    Call it inside the client namespace (``Lab.call_in_client``; the threads it starts are in
+    that namespace too). Returns a dict: ``sent``, ``answered`` (a response with the query's
+    ID carrying the right address), ``wrong`` (any other response to it), ``lost``,
+    ``seconds`` (wall time of the burst).
+    """
+    servers = [str(s) for s in servers]
+    if not servers or count < 1 or clients < 1 or (window is not None and window < 1):
+        raise ValueError("dns_burst needs servers, count >= 1, clients >= 1 and window >= 1")
+    if min(window or count, -(-count // clients)) > 0x10000:
+        raise ValueError("more than 65,536 queries in flight per client: DNS IDs would repeat")
+    jobs = []
+    for i in range(count):
+        server = servers[i % len(servers)]
+        cls = classes[i % len(classes)]
+        host = plan.HOSTS[i % len(plan.HOSTS)]
+        family = 6 if ":" in server else 4
+        jobs.append((server, names.hostname(cls, host), "AAAA" if family == 6 else "A",
+                     str(plan.target_address(cls, host, family))))
+    clients = min(clients, count)
+    results, errors = [None] * clients, []
+    gate = threading.Barrier(clients + 1)
+
+    def client(index):
+        try:
+            results[index] = _burst_client(jobs[index::clients], window, timeout, port, gate)
+        except BaseException as exc:        # handed to the caller
+            errors.append(exc)
+            gate.abort()
+
+    threads = [threading.Thread(target=client, args=(i,), name=f"dns-burst-{i}", daemon=True)
+               for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        gate.wait(timeout=30.0)             # every client has its sockets: go
+    except threading.BrokenBarrierError:
+        gate.abort()
+    start = time.monotonic()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    tally = {"sent": 0, "answered": 0, "wrong": 0, "lost": 0}
+    for result in results:
+        for key in tally:
+            tally[key] += result.get(key, 0)
+    tally["lost"] = count - tally["answered"] - tally["wrong"]
+    tally["seconds"] = time.monotonic() - start
+    return tally
+
+
+def _burst_client(jobs, window, timeout, port, gate):
+    """One client of :func:`dns_burst`: its queries, at most ``window`` in flight."""
+    socks = {}
+    out = {"sent": 0, "answered": 0, "wrong": 0}
+    pending = {}                        # (family, query ID) -> the address the answer must give
+    sel = selectors.DefaultSelector()
+    try:
+        for server, *_ in jobs:
+            family = socket.AF_INET6 if ":" in server else socket.AF_INET
+            if family not in socks:
+                socks[family] = socket.socket(family, socket.SOCK_DGRAM)
+                sel.register(socks[family], selectors.EVENT_READ, family)
+        gate.wait()
+        todo = collections.deque(enumerate(jobs))
+        deadline = time.monotonic() + timeout
+        while todo or pending:
+            while todo and (window is None or len(pending) < window):
+                index, (server, qname, rdtype, want) = todo.popleft()
+                family = socket.AF_INET6 if ":" in server else socket.AF_INET
+                qid = index & 0xFFFF
+                query = dns.message.make_query(qname, rdtype, id=qid)
+                # Blocking send: waits (briefly) should the socket's send buffer be full.
+                socks[family].sendto(query.to_wire(), (server, port))
+                pending[(family, qid)] = want
+                out["sent"] += 1
+                deadline = time.monotonic() + timeout
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break                   # the rest is lost
+            for key, _ in sel.select(left):
+                _collect(key.fileobj, key.data, pending, out)
+    finally:
+        sel.close()
+        for sock in socks.values():
+            sock.close()
+    return out
+
+
+def _collect(sock, family, pending, out):
+    """Read every response waiting on ``sock``, scoring the ones ``pending`` waits for."""
+    while True:
+        try:
+            wire = sock.recv(65535, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        try:
+            resp = dns.message.from_wire(wire)
+        except dns.exception.DNSException:
+            continue
+        want = pending.pop((family, resp.id), None)
+        if want is not None:
+            out["answered" if dns_addresses(resp) == [want] else "wrong"] += 1
+
+
+def udp_counters():
+    """The UDP counters of the calling thread's network namespace, as a dict.
+
+    Keys are those of the ``Udp:`` lines of ``/proc/net/snmp`` (``RcvbufErrors``,
+    ``InErrors``, ``InDatagrams``...) and of the ``Udp6`` lines of ``/proc/net/snmp6``
+    (``Udp6RcvbufErrors``...). Call it inside a lab namespace (``Lab.call_in_server``): it
+    reads ``/proc/thread-self/net``, the namespace of the calling thread (``/proc/net`` would
+    be the main thread's).
+    """
+    with open("/proc/thread-self/net/snmp") as f:
+        udp = [line.split()[1:] for line in f if line.startswith("Udp:")]
+    out = {key: int(value) for key, value in zip(udp[0], udp[1])}
+    with open("/proc/thread-self/net/snmp6") as f:
+        out.update((key, int(value)) for key, value in
+                   (line.split() for line in f if line.startswith("Udp6")))
+    return out

@@ -2,7 +2,9 @@
 
 Pure functions (no root, no running lab needed): the lab's addresses are fixed by
 :mod:`pathspider.lab.plan`, and every hostname is one the lab DNS resolves to that row's
-addresses. Rows are lists, exactly the jobs pathspider's engine takes.
+addresses. Rows are lists, exactly the jobs pathspider's engine takes: ``[ip (str), port
+(int), hostname (str), rank (str)]``, the types pathspider's CSV target reader gives (rank is
+text in PATHspider 1.0's jobs), so a row is the same whether it came from here or from a file.
 """
 import csv
 import json
@@ -37,7 +39,8 @@ def parse_family(family):
 def make_targets(count=None, classes=None, family="both", port=plan.HTTP_PORT):
     """``count`` rows cycling over (class, family) pairs; host numbers go up each round.
 
-    ``count`` None gives one row per (class, family) pair. Rank is the 1-based row number.
+    ``count`` None gives one row per (class, family) pair. Rank is the 1-based row number as
+    a string (``"1"``, ``"2"``...), as the CSV target reader gives it.
     Raises ValueError for a port outside 1..65535, or if more rows are asked for than the
     chosen classes and families have distinct addresses.
     """
@@ -58,7 +61,7 @@ def make_targets(count=None, classes=None, family="both", port=plan.HTTP_PORT):
         cls, fam = combos[i % len(combos)]
         host = plan.HOSTS[i // len(combos)]
         rows.append([str(plan.target_address(cls, host, fam)), int(port),
-                     names.hostname(cls, host), i + 1])
+                     names.hostname(cls, host), str(i + 1)])
     return rows
 
 
@@ -69,7 +72,9 @@ def write_csv(rows, out):
 
 
 def write_ndjson(rows, out):
-    """Write rows as PATHspider 2 ndjson jobs: ``{"dip", "dp", "domain", "rank"}`` per line."""
+    """Write rows as PATHspider 2 ndjson jobs: ``{"dip", "dp", "domain", "rank"}`` per line
+    (``dp`` a number; ``rank`` a string, as in the rows and the CSV)."""
     for ip, port, hostname, rank in rows:
-        out.write(json.dumps({"dip": ip, "dp": port, "domain": hostname, "rank": rank}))
+        out.write(json.dumps({"dip": ip, "dp": int(port), "domain": hostname,
+                              "rank": str(rank)}))
         out.write("\n")

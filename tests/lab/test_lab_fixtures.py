@@ -1,6 +1,7 @@
-"""The pytest fixtures other tests rely on, run for real in an inner pytest session: the
-session lab comes up and goes down (also when tests fail), and ``lab_client_state`` fails a
-test that leaves the client namespace changed, then restores it."""
+"""The pytest fixtures other tests rely on, run for real in an inner pytest session (which
+finds them through the package's pytest11 entry point, with no conftest): the session lab
+comes up and goes down (also when tests fail), and ``lab_client_state`` fails a test that
+leaves the client namespace changed, then restores it."""
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import textwrap
 import pytest
 
 from pathspider.lab import netns
-from pathspider.lab.fixtures import DEFAULT_TEST_LAB, LAB_ENV
+from pathspider.lab.lab import DEPRECATED_NAME_ENV, NAME_ENV, default_name
 
 pytestmark = pytest.mark.root
 
@@ -39,12 +40,13 @@ INNER = textwrap.dedent("""
 
 
 def test_fixtures_in_an_inner_session(tmp_path):
-    name = os.environ.get(LAB_ENV, DEFAULT_TEST_LAB) + "-fx"
+    name = default_name() + "-fx"
     (tmp_path / "test_inner.py").write_text(INNER)
+    env = {k: v for k, v in os.environ.items() if k != DEPRECATED_NAME_ENV}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "pathspider.lab.fixtures", "-p",
-         "no:cacheprovider", "-rA", "--rootdir", str(tmp_path), str(tmp_path)],
-        cwd=tmp_path, env=dict(os.environ, **{LAB_ENV: name}), capture_output=True, text=True,
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--rootdir",
+         str(tmp_path), str(tmp_path)],
+        cwd=tmp_path, env=dict(env, **{NAME_ENV: name}), capture_output=True, text=True,
         timeout=180)
     out = done.stdout
     assert done.returncode == 1, out

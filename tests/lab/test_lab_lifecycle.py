@@ -1,6 +1,6 @@
 """Lab life cycle: up, down, up again, down after killing the servers or after a crash half-way
 through up, name clashes and missing prerequisites. Each test uses its own lab name (derived
-from $PATHSPIDER_TEST_LAB) and checks that nothing is left behind and the root namespace is
+from $PATHSPIDER_LAB_NAME) and checks that nothing is left behind and the root namespace is
 untouched."""
 import ctypes
 import os
@@ -14,11 +14,11 @@ import textwrap
 import pytest
 
 from pathspider.lab import Lab, LabError, LabNameError, netns, probe, procs
-from pathspider.lab.fixtures import DEFAULT_TEST_LAB, LAB_ENV
+from pathspider.lab.lab import default_name
 
 pytestmark = pytest.mark.root
 
-BASE = os.environ.get(LAB_ENV, DEFAULT_TEST_LAB)
+BASE = default_name()
 ROOT_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.tcp_ecn",
                 "net.ipv4.tcp_fastopen", "net.core.somaxconn")
 
@@ -85,13 +85,14 @@ def test_up_down_up_and_down_after_killing_the_servers(fresh_lab):
     lab = fresh_lab
     assert lab.up() is True
     assert lab.is_up() and lab.up() is False           # idempotent: nothing changed
+    assert lab.ensure_up() == "unchanged"
     assert root_state()["lab_addresses"] == []         # no lab address in the root namespace
     inodes, pids = footprint(lab)
     assert lab.down() is True
     assert_nothing_left(lab, inodes, pids)
     assert lab.down() is False
 
-    assert lab.up() is True
+    assert lab.ensure_up() == "built"                  # what the session fixture owns
     inodes, pids = footprint(lab)
     for pid in pids:                                    # supervisor and every server
         os.kill(pid, signal.SIGKILL)
@@ -111,7 +112,7 @@ def test_up_rebuilds_a_lab_whose_servers_died(fresh_lab):
         os.kill(pid, signal.SIGKILL)
     for pid in pids:
         procs.wait_exit(pid, 5.0)
-    assert lab.up() is True
+    assert lab.ensure_up() == "rebuilt"                # was there (broken): not built here
     assert lab.is_up()
     assert lab.call_in_client(probe.wait_ready) == []
 

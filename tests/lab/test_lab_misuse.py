@@ -2,7 +2,7 @@
 ``up``/``down`` of one lab, bad option values and names, and ``status`` of a broken lab.
 
 Every command runs as a process, as a user would run it. Labs made here are named from
-$PATHSPIDER_TEST_LAB and taken down afterwards, also when a test fails; processes started here
+$PATHSPIDER_LAB_NAME and taken down afterwards, also when a test fails; processes started here
 are ended by PID.
 """
 import fcntl
@@ -19,12 +19,11 @@ import time
 import pytest
 
 from pathspider.lab import Lab, LabError, netns, procs
-from pathspider.lab.fixtures import DEFAULT_TEST_LAB, LAB_ENV
-from pathspider.lab.lab import NAME_MAX
+from pathspider.lab.lab import NAME_ENV, NAME_MAX, default_name
 
 pytestmark = pytest.mark.root
 
-BASE = os.environ.get(LAB_ENV, DEFAULT_TEST_LAB)
+BASE = default_name()
 CLI = [sys.executable, "-m", "pathspider.lab.cli"]
 MAIN = [sys.executable, "-m", "pathspider.run", "lab"]    # as `pathspider lab`
 
@@ -54,8 +53,8 @@ RECORDER = textwrap.dedent("""
 def lab_name(suffix):
     name = f"{BASE}-{suffix}"
     if len(name) > NAME_MAX:
-        pytest.fail(f"${LAB_ENV}={BASE!r} is too long for the lab names this test makes "
-                    f"({name!r}: at most {NAME_MAX} characters)", pytrace=False)
+        pytest.fail(f"lab name {BASE!r} (${NAME_ENV}) is too long for the lab names this "
+                    f"test makes ({name!r}: at most {NAME_MAX} characters)", pytrace=False)
     return name
 
 

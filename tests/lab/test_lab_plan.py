@@ -82,11 +82,11 @@ def test_lab_names(qname, family, expect):
 def test_targets_cycle_over_classes_and_families_with_resolvable_names():
     rows = targets.make_targets(6, "clean,ecn-syn-drop", "both", port=8080)
     assert rows[:4] == [
-        ["198.18.64.1", 8080, "t1.clean.lab.test", 1],
-        ["2001:db8:100::1", 8080, "t1.clean.lab.test", 2],
-        ["198.18.66.1", 8080, "t1.ecn-syn-drop.lab.test", 3],
-        ["2001:db8:100:2000::1", 8080, "t1.ecn-syn-drop.lab.test", 4]]
-    assert rows[4][0] == "198.18.64.2" and rows[5][3] == 6
+        ["198.18.64.1", 8080, "t1.clean.lab.test", "1"],
+        ["2001:db8:100::1", 8080, "t1.clean.lab.test", "2"],
+        ["198.18.66.1", 8080, "t1.ecn-syn-drop.lab.test", "3"],
+        ["2001:db8:100:2000::1", 8080, "t1.ecn-syn-drop.lab.test", "4"]]
+    assert rows[4][0] == "198.18.64.2" and rows[5][3] == "6"
     for ip, _, host, _ in targets.make_targets(200, None, "both"):
         family = ipaddress.ip_address(ip).version
         assert names.lookup(host, family) == (names.OK, [ipaddress.ip_address(ip)])
@@ -111,7 +111,25 @@ def test_target_writers():
     out = io.StringIO()
     targets.write_ndjson(rows, out)
     assert json.loads(out.getvalue().splitlines()[1]) == {
-        "dip": "198.18.71.2", "dp": 80, "domain": "t2.blackhole.lab.test", "rank": 2}
+        "dip": "198.18.71.2", "dp": 80, "domain": "t2.blackhole.lab.test", "rank": "2"}
+
+
+def test_lab_rows_have_the_types_the_csv_target_reader_gives():
+    """A job is the same whether it came from the lab or from a CSV file: rank is text."""
+    from pathspider.engine.targets import read_targets
+
+    rows = targets.make_targets(None, None, "both", port=8080)
+    out = io.StringIO()
+    targets.write_csv(rows, out)
+    from_csv = list(read_targets(out.getvalue().splitlines(keepends=True)))
+    assert from_csv == rows
+    assert [[type(v) for v in r] for r in from_csv] == [[type(v) for v in r] for r in rows]
+    assert {type(r[3]) for r in rows} == {str}
+    out = io.StringIO()
+    targets.write_ndjson(rows, out)
+    jobs = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [j["rank"] for j in jobs] == [r[3] for r in rows]
+    assert {type(j["rank"]) for j in jobs} == {str} and {type(j["dp"]) for j in jobs} == {int}
 
 
 def test_ruleset_has_one_counted_rule_per_class_family_direction():
@@ -157,6 +175,24 @@ def test_dns_malformed_queries_get_formerr_or_silence():
     assert dnsd.respond(response, ("test", 0)) is None
 
 
+def test_dns_cache_answers_a_repeated_query_with_its_own_id(monkeypatch):
+    cache = {}
+    first = dns.message.make_query("t5.clean.lab.test", "A", id=1)
+    again = dns.message.make_query("t5.clean.lab.test", "A", id=2)
+    again.flags = first.flags
+    reply1 = dnsd.respond_cached(first.to_wire(), ("test", 0), cache)
+    assert reply1 == dnsd.respond(first.to_wire(), ("test", 0)) and len(cache) == 1
+    monkeypatch.setattr(dnsd, "respond", lambda *a: pytest.fail("parsed again"))
+    reply2 = dnsd.respond_cached(again.to_wire(), ("test", 0), cache)
+    assert reply2[:2] == b"\x00\x02" and reply2[2:] == reply1[2:]
+    assert dns.message.from_wire(reply2).id == 2 and len(cache) == 1
+    monkeypatch.undo()
+    for host in range(1, dnsd.CACHE_MAX + 10):                     # bounded
+        dnsd.respond_cached(dns.message.make_query(f"t{host % 254 + 1}.c{host}.lab.test", "A")
+                            .to_wire(), ("test", 0), cache)
+    assert len(cache) <= dnsd.CACHE_MAX
+
+
 def test_http_replies():
     ok = httpd.handle_request(b"GET / HTTP/1.1\r\nHost: x", "198.18.69.3")
     assert ok.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in ok
@@ -169,9 +205,10 @@ def test_http_replies():
 
 def test_crafted_packets_parse_back():
     opts = craft.options(mss=1400, tfo_cookie=b"", tfo_exp_cookie=b"")
-    seg = craft.tcp_segment("198.18.0.2", "198.18.64.1", 40000, 80, opts=opts)
-    pkt = craft.ipv4_packet("198.18.0.2", "198.18.64.1", 6, seg,
-                            flags=craft.IPV4_EVIL | craft.IPV4_DF, tos=0xB9)
+    pkt = craft.ip4("198.18.0.2", "198.18.64.1", craft.PROTO_TCP,
+                    craft.tcp(40000, 80, craft.SYN, options=opts, src="198.18.0.2",
+                              dst="198.18.64.1"),
+                    flags=craft.IP4_RF | craft.IP4_DF, tos=0xB9)
     assert craft.checksum(pkt[:20]) == 0
     parsed = packets.parse(pkt, packets.DLT_RAW)
     assert parsed["evil"] and parsed["dscp"] == 46 and parsed["ecn"] == 1

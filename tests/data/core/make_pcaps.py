@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Craft the Observer-core test captures with ``struct`` (no scapy) and write them here.
+"""Craft the Observer-core test captures and write them here.
+
+Packets come from pathspider's one packet builder, :mod:`pathspider.testing.packets`
+(``struct``, no scapy); this script adds what only these captures need: IPv6 extension
+headers, the link layers other than Ethernet, and pcapng.
 
 Run ``python tests/data/core/make_pcaps.py`` to regenerate every ``*.pcap``/``*.pcapng`` in
 this directory; the output is deterministic (fixed timestamps, addresses and ports). The
@@ -9,82 +13,24 @@ Addresses are documentation/benchmarking ones only: 198.18.0.0/15 and 2001:db8::
 """
 
 import os
-import socket
 import struct
 import sys
+
+# The packet builders are the package's (one implementation); re-exported here for the tests
+# in tests/observer, which use them as ``mk.tcp4(...)`` etc.
+from pathspider.testing.packets import (ACK, CWR, ECE, FIN, PSH, RST, SYN, URG,  # noqa: F401
+                                        checksum, eth, icmp, ip4, ip6, tcp, tcp4, tcp6, udp,
+                                        udp4, udp6)
+from pathspider.testing.packets import MAC_CLIENT as MAC_C, MAC_SERVER as MAC_S  # noqa: F401
+from pathspider.testing.packets import write_pcap as _write_pcap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 C4, S4 = "198.18.0.1", "198.18.64.10"
 C6, S6 = "2001:db8::1", "2001:db8:100::10"
-MAC_C = bytes.fromhex("020000000001")
-MAC_S = bytes.fromhex("020000000002")
-
-FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 
 
-# ---------------------------------------------------------------------------- checksums
-
-def checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def _pseudo(src, dst, proto, length):
-    if len(src) == 4:
-        return src + dst + struct.pack("!BBH", 0, proto, length)
-    return src + dst + struct.pack("!IxxxB", length, proto)
-
-
-def _addr(a):
-    return socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a)
-
-
-# ---------------------------------------------------------------------------- transport
-
-def tcp(sport, dport, flags, seq=1000, ack=0, payload=b"", options=b"", window=65535,
-        src=None, dst=None):
-    """A TCP segment; with ``src``/``dst`` (address strings) the checksum is right."""
-    options += b"\0" * (-len(options) % 4)
-    doff = (20 + len(options)) // 4
-    hdr = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, doff << 4, flags, window, 0, 0)
-    seg = hdr + options + payload
-    if src and dst:
-        c = checksum(_pseudo(_addr(src), _addr(dst), 6, len(seg)) + seg)
-        seg = seg[:16] + struct.pack("!H", c) + seg[18:]
-    return seg
-
-
-def udp(sport, dport, payload=b"", csum=None, src=None, dst=None):
-    seg = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    if csum is None and src and dst:
-        csum = checksum(_pseudo(_addr(src), _addr(dst), 17, len(seg)) + seg) or 0xFFFF
-    return seg[:6] + struct.pack("!H", csum or 0) + seg[8:]
-
-
-def icmp(type_, code, rest=b"\0\0\0\0", payload=b""):
-    body = struct.pack("!BBH", type_, code, 0) + rest + payload
-    return body[:2] + struct.pack("!H", checksum(body)) + body[4:]
-
-
-# ---------------------------------------------------------------------------- IP
-
-def ip4(src, dst, proto, payload, tos=0, ttl=64, ident=1, flags=0, frag=0, options=b"",
-        total=None):
-    """IPv4 packet; ``flags`` is the 3-bit field (4 = evil/RF, 2 = DF, 1 = MF)."""
-    options += b"\0" * (-len(options) % 4)
-    ihl = 5 + len(options) // 4
-    if total is None:
-        total = ihl * 4 + len(payload)
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, tos, total, ident,
-                      (flags << 13) | frag, ttl, proto, 0, _addr(src), _addr(dst)) + options
-    hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
-    return hdr + payload
-
+# ---------------------------------------------------------------------------- IPv6 extras
 
 def ext(next_hdr, body=b"\0" * 6):
     """A generic IPv6 extension header (hop-by-hop, routing, dest-opts): 8-byte units."""
@@ -101,44 +47,8 @@ def ah6(next_hdr, icv=b"\0" * 12):
     return struct.pack("!BB", next_hdr, (len(body) + 2) // 4 - 2) + body
 
 
-def ip6(src, dst, next_hdr, payload, tc=0, hlim=64, exts=b"", flow=0, plen=None):
-    body = exts + payload
-    if plen is None:
-        plen = len(body)
-    first = (6 << 28) | (tc << 20) | flow
-    return struct.pack("!IHBB16s16s", first, plen, next_hdr, hlim, _addr(src), _addr(dst)) + body
-
-
-def tcp4(src, dst, sport, dport, flags, tos=0, payload=b"", **kw):
-    return ip4(src, dst, 6, tcp(sport, dport, flags, payload=payload, src=src, dst=dst, **kw),
-               tos=tos)
-
-
-def tcp6(src, dst, sport, dport, flags, tc=0, payload=b"", **kw):
-    return ip6(src, dst, 6, tcp(sport, dport, flags, payload=payload, src=src, dst=dst, **kw),
-               tc=tc)
-
-
-def udp4(src, dst, sport, dport, payload=b"", **kw):
-    return ip4(src, dst, 17, udp(sport, dport, payload, src=src, dst=dst), **kw)
-
-
-def udp6(src, dst, sport, dport, payload=b"", **kw):
-    return ip6(src, dst, 17, udp(sport, dport, payload, src=src, dst=dst), **kw)
-
-
 # ---------------------------------------------------------------------------- link layers
-
-def eth(payload, ethertype=None, vlans=(), dst=MAC_S, src=MAC_C, pad=True):
-    """Ethernet II frame; ``vlans`` is a list of ``(tpid, vid)`` tags, outermost first."""
-    if ethertype is None:
-        ethertype = 0x86DD if payload[:1] and payload[0] >> 4 == 6 else 0x0800
-    tags = b"".join(struct.pack("!HH", tpid, vid) for tpid, vid in vlans)
-    frame = dst + src + tags + struct.pack("!H", ethertype) + payload
-    if pad and len(frame) < 60:
-        frame += b"\0" * (60 - len(frame))
-    return frame
-
+# (Ethernet: ``eth`` from the package)
 
 def sll(payload, proto=None, pkttype=0):
     if proto is None:
@@ -168,17 +78,10 @@ LINK = {1: eth, 113: sll, 276: sll2, 0: null, 108: loop, 101: lambda p: p, 12: l
 # ---------------------------------------------------------------------------- files
 
 def write_pcap(path, packets, linktype=1, snaplen=65535, nano=False):
-    """``packets``: iterable of ``(timestamp, bytes)`` or ``(timestamp, bytes, wire_len)``."""
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B23C4D if nano else 0xA1B2C3D4, 2, 4, 0, 0,
-                            snaplen, linktype))
-        for p in packets:
-            ts, data = p[0], p[1]
-            wire = p[2] if len(p) > 2 else len(data)
-            sec = int(ts)
-            frac = round((ts - sec) * (1e9 if nano else 1e6))
-            f.write(struct.pack("<IIII", sec, frac, len(data), wire))
-            f.write(data)
+    """``packets``: iterable of ``(timestamp, bytes)`` or ``(timestamp, bytes, wire_len)``;
+    Ethernet frames unless ``linktype`` says otherwise (the package writer's default is raw
+    IP)."""
+    return _write_pcap(path, packets, linktype, snaplen, nano)
 
 
 def _block(btype, body):
