@@ -148,9 +148,9 @@ def run(jobs, workers, idle_seconds, conns="none"):
     return {
         "jobs": jobs, "workers": workers, "records": records,
         "seconds": round(elapsed, 3), "jobs_per_s": round(jobs / elapsed),
-        "flips": spider.gate.flips, "flips_per_s": round(spider.gate.flips / elapsed),
+        "flips": spider.engine.model.gate.flips, "flips_per_s": round(spider.engine.model.gate.flips / elapsed),
         "cpu_per_s_busy": round(cpu / elapsed, 2), "cpu_per_s_idle": round(idle_cpu, 4),
-        "completer_threads": spider.completers.thread_count,
+        "completer_threads": spider.engine.completers.thread_count,
     }
 
 

@@ -28,7 +28,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 log="$(mktemp)"
-if ! .venv/bin/python -m pip install -q -e '.[test]' >"$log" 2>&1; then
+# editable_mode=compat puts the checkout on sys.path (a .pth line) instead of an import hook, so
+# that a plugin tree run with PYTHONPATH=. (the plugin guide's workflow) still sees this
+# package's own modules and plugins through the pathspider namespace package.
+if ! .venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat >"$log" 2>&1; then
   cat "$log" >&2
   rm -f "$log"
   echo "install.sh: installing pathspider into .venv failed (see above)" >&2

@@ -83,7 +83,8 @@ def job_feeder(inputfile, spider, stats=None, stop=None, source="input"):
 def check_args(args):
     """One clear message for what would otherwise fail later, or None."""
     if getattr(args, "spider", None) is None:
-        return "Plugin not found"
+        return (f"the command {getattr(args, 'command', None)!r} names no spider: its plugin's "
+                "register_args must call parser.set_defaults(spider=ThePluginClass)")
     if not 1 <= args.workers <= MAX_WORKERS:
         return f"--workers must be 1 to {MAX_WORKERS} (got {args.workers})"
     if not interface_up(args.interface):
@@ -148,7 +149,7 @@ class Supervisor:
         records = self._write()
         feeder.join(5)                      # it stops reading once the run stops taking input
         if not feeder.is_alive():
-            self.spider.run_phase.close()
+            self.spider.engine.phase.close()
         self._summarise(records)
         return self._final_status()
 
@@ -170,7 +171,7 @@ class Supervisor:
         spider = self.spider
         try:
             for job in read_targets(self._input_fd, self.stats, self._input_name,
-                                    wake_fd=spider.run_phase.wake_fd):
+                                    wake_fd=spider.engine.phase.wake_fd):
                 spider.add_job(job)
                 if spider.stopping:
                     break
@@ -199,8 +200,8 @@ class Supervisor:
         if spider.exception is not None:
             log.error("the run failed: %s", spider.exception)
             self._set_status(EXIT_FAILURE)
-        if spider.job_errors:
-            log.error("%d plugin errors (see above)", spider.job_errors)
+        if spider.engine.job_errors:
+            log.error("%d plugin errors (see above)", spider.engine.job_errors)
             self._set_status(EXIT_FAILURE)
         return self._set_status(EXIT_OK)
 
@@ -293,13 +294,14 @@ class Supervisor:
 
     def _summarise(self, records):
         spider = self.spider
+        engine = spider.engine
         stats = self.stats
         elapsed = time.monotonic() - self.started
-        observer = spider.observer_runner.stats if spider.observer_runner else None
-        merger = spider.merger_state
-        if spider.discarded_jobs:
+        observer = engine.observer_runner.stats if engine.observer_runner else None
+        merger = engine.merger_state
+        if engine.discarded_jobs:
             log.warning("%d queued jobs were not started because the run was stopped",
-                        spider.discarded_jobs)
+                        engine.discarded_jobs)
         reason = self.stop_reason or (spider.exception and f"failed: {spider.exception}")
         outcome = f"stopped ({reason})" if reason else "done"
         log.info("%s: %d jobs from %d lines (%d bad rows skipped), %d records written in %.1f s "
@@ -321,8 +323,9 @@ class Supervisor:
             sysstate.restore_all()
         except Exception:
             log.exception("restoring system state failed")
-        if spider is not None and spider.observer_runner is not None:
-            spider.observer_runner.kill()
+        runner = spider.engine.observer_runner if spider is not None else None
+        if runner is not None:
+            runner.kill()
 
 
 def open_output(path, input_stat=None):

@@ -16,6 +16,7 @@ does not.
 import importlib
 import inspect
 import logging
+import os
 import pkgutil
 import warnings
 
@@ -40,7 +41,31 @@ def _describe(exc):
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+#: The installed package's own directory (``.../pathspider``), whatever way it was imported.
+OWN_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def join_installed_portion():
+    """Make ``pathspider`` and ``pathspider.plugins`` include this installation's directories.
+
+    Both are pkgutil namespace packages: the first ``pathspider`` package found on ``sys.path``
+    wins, and ``extend_path`` adds every other ``sys.path`` entry with a ``pathspider`` folder.
+    With ``PYTHONPATH=.`` in a plugin tree (the 1.0 guide's workflow) the tree's package comes
+    first; an installation that is not a ``sys.path`` entry (setuptools' default editable
+    install maps the package through an import hook) is then missing from ``__path__``, and
+    the bundled plugins with it. This adds it, once; it changes nothing in other setups.
+    """
+    import pathspider
+    plugins = importlib.import_module(NAMESPACE)
+    for package, directory in ((pathspider, OWN_PACKAGE_DIR),
+                               (plugins, os.path.join(OWN_PACKAGE_DIR, "plugins"))):
+        path = package.__path__
+        if os.path.isdir(directory) and directory not in map(os.path.abspath, path):
+            path.append(directory)
+
+
 def _plugin_module_names():
+    join_installed_portion()
     package = importlib.import_module(NAMESPACE)
     names = sorted({info.name for info in pkgutil.iter_modules(package.__path__)})
     return [f"{NAMESPACE}.{name}" for name in names if not name.startswith("_")]

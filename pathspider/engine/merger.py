@@ -47,10 +47,16 @@ def flow_key(flow):
 
 
 def result_key(res):
-    """The merge key of a plugin result, or None if it has no ``ip``/``port``."""
+    """The merge key of a plugin result, or None if it has no ``ip``/``port``.
+
+    A result is an object with ``ip`` and ``port`` attributes (1.0's namedtuples) or a dict
+    with those keys.
+    """
     try:
+        if isinstance(res, dict):
+            return canonical_address(res["ip"]), res["port"]
         return canonical_address(res.ip), res.port
-    except AttributeError:
+    except (AttributeError, KeyError, TypeError):
         return None
 
 
@@ -75,6 +81,8 @@ class Merger:
         self.unobserved = 0
         self.reaped_flows = 0
         self.unkeyed_flows = 0
+        self.unkeyed_results = 0
+        self.leftover_flows = 0                    # flows still without a result at the end
 
     @property
     def waiting_results(self):
@@ -90,6 +98,8 @@ class Merger:
         """Merge ``res`` with its waiting flow, or keep it until the flow arrives."""
         key = result_key(res) if self.match_flows else None
         if key is None:
+            if self.match_flows:
+                self._unkeyed(res)
             self._emit(NO_FLOW, res)
             return
         flows = self._flows.get(key)
@@ -133,9 +143,27 @@ class Merger:
         for queue in results.values():
             for res in queue:
                 self._emit(NO_FLOW, res)
+        self.leftover_flows = self._live_flows
         self._flows.clear()
         self._flow_order.clear()
         self._live_flows = 0
+
+    def log_summary(self):
+        """One line on how the merge went, with a hint when results could not be matched."""
+        log.info("merger: %d records merged, %d without an observed flow, %d observed flows "
+                 "without a result (%d of them forgotten during the run)", self.merged,
+                 self.unobserved, self.leftover_flows + self.reaped_flows, self.reaped_flows)
+        if (self.unobserved and self.unobserved == self.merged and self.leftover_flows
+                and not self.unkeyed_results):
+            log.warning("no result matched an observed flow: results are matched on (ip, "
+                        "port), where port must be the connection's LOCAL port (the flow's "
+                        "'sp'), not the target's")
+
+    def _unkeyed(self, res):
+        self.unkeyed_results += 1
+        if self.unkeyed_results == 1:
+            log.warning("a result without 'ip' and 'port' (attributes, or keys of a dict) "
+                        "cannot be matched to its flow; it is merged with NO_FLOW: %r", res)
 
     def _reap_oldest_flow(self):
         """Forget the oldest flow still waiting (entries of flows merged since are skipped)."""

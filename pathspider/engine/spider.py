@@ -1,94 +1,29 @@
-"""The engine: the :class:`Spider` lifecycle shared by every spider model.
+"""The 1.0 spider API: the :class:`Spider` base of every spider model, and
+:class:`PluggableSpider`.
 
-Threads and processes of a run, and what flows between them::
-
-    add_job ─► jobqueue ─► workers (pre_connect, connect ×2, in the model's order)
-                               │
-                               ▼
-               completer pool (post_connect ×2; reactor connections complete first)
-                               │
-                               ▼
-                           resqueue ◄── flow pump ◄── Observer (process)
-                               │
-                               ▼
-                 merger thread ─► merge() ─► outqueue ─► writer
-
-Everything blocks on queues, events or conditions; nothing polls. The spider models
-(:mod:`pathspider.engine.sync`, :mod:`pathspider.engine.desync`) supply ``connect_jobs`` (how
-the two connections of a batch of jobs are made) and, for the synchronized model, the
-configurator thread.
-
-How a run ends is one state, the :class:`~pathspider.engine.lifecycle.RunPhase`, and one
-thread, the finisher, that carries out the ending whatever asked for it: :meth:`shutdown`
-(after the last job), :meth:`discard_queued_jobs` (a first interrupt), :meth:`terminate` (a
-second interrupt, a failing engine thread, a dying Observer). Every ending merges and writes
-every result that was produced, then closes ``outqueue`` with ``SHUTDOWN_SENTINEL``; an
-aborted run stops waiting for jobs in flight and bounds every remaining wait (see
-``ABORT_SECONDS``).
+A plugin subclasses a model (:class:`~pathspider.engine.sync.SynchronizedSpider`,
+:class:`~pathspider.engine.desync.DesynchronizedSpider`) and this module keeps the instance's
+namespace to the 1.0 API: the plugin's methods, the lifecycle methods, the 1.0 attributes, and
+``engine`` — the :class:`~pathspider.engine.machinery.Engine` that runs everything else
+(threads, queues, counters, the ending), so no engine internal can be replaced by a plugin
+helper of the same name. :data:`RESERVED_NAMES` lists what a plugin must not redefine.
 """
 
-import logging
-import itertools
-import queue
 import threading
-import time
 
 from pathspider.client import tcpclient
-from pathspider.constants import NO_RESULT, QUEUE_SIZE, SHUTDOWN_SENTINEL
-from pathspider.engine.completer import CompleterPool, ReadyCompleter
-from pathspider.engine.handoff import ObserverError, ObserverRunner
-from pathspider.engine.lifecycle import ABORTING, DRAINING, ENDED, RUNNING, JobQueue, RunPhase
-from pathspider.engine.merger import Merger
+from pathspider.engine.machinery import (BATCH_MAX, COMPLETERS_PER_WORKER,  # noqa: F401
+                                         DurationAverage, Engine, EngineError)
 
-log = logging.getLogger("pathspider.engine.spider")
-
-# Tags of the items on ``resqueue`` (the merger's single inbox).
-_RESULTS = 0        # a list of plugin results
-_FLOWS = 1          # a list of Observer flow records
-_FLOWS_END = 2      # the Observer stream has ended
-_RESULTS_END = 3    # no more results will be merged
-
-#: How many ``post_connect`` threads may run per connect worker (see
-#: :mod:`pathspider.engine.completer`). Connections that complete through the reactor never
-#: hold one while they wait.
-COMPLETERS_PER_WORKER = 10
-
-#: Most jobs a worker takes at once while connections are fast.
-BATCH_MAX = 32
-
-#: Most seconds an ending waits for the Observer to flush its flows (an aborted run waits
-#: ``ABORT_SECONDS``); past it the Observer is stopped and the run ends with what it has.
-DRAIN_SECONDS = 60.0
-#: Most seconds an aborted run waits for the Observer and then for the merger; jobs in
-#: flight are not waited for at all.
-ABORT_SECONDS = 3.0
-
-
-class EngineError(RuntimeError):
-    """The engine could not run (e.g. its threads could not be started)."""
-
-
-class DurationAverage:
-    """Moving average of how long a plugin callback takes, to tell fast plugins from slow.
-
-    Updated from many threads under a lock (a few tens of nanoseconds, once per job or batch).
-    Starts "slow", so the first jobs of every run are handled one by one.
-    """
-
-    FAST_SECONDS = 0.0005
-    WEIGHT = 0.05
-
-    def __init__(self):
-        self.average = 1.0
-        self._lock = threading.Lock()
-
-    @property
-    def fast(self):
-        return self.average < self.FAST_SECONDS
-
-    def add(self, seconds):
-        with self._lock:
-            self.average += (seconds - self.average) * self.WEIGHT
+#: Names the engine sets on a spider instance (1.0's attributes, plus ``engine``). A plugin
+#: must not define them in its class or assign them itself; ``config_*``, ``pre_connect``,
+#: ``connect``, ``post_connect``, ``create_observer``, ``merge``, ``register_args`` and
+#: ``restore_system_state`` are the plugin's to define.
+RESERVED_NAMES = frozenset((
+    "engine", "args", "activated", "running", "stopping", "terminating", "worker_count",
+    "active_worker_count", "active_worker_lock", "libtrace_uri", "jobqueue", "resqueue",
+    "outqueue", "observer", "worker_threads", "configurator_thread", "merger_thread", "lock",
+    "exception"))
 
 
 class Spider:
@@ -105,6 +40,19 @@ class Spider:
     #: how long ``post_connect`` takes: slow ones are handed over one job at a time.
     post_connect_overlaps = False
 
+    #: The spider model: the class that makes a batch of jobs' connections and runs the
+    #: configurator (set by :class:`SynchronizedSpider` and :class:`DesynchronizedSpider`).
+    model = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        clashes = sorted(name for name in vars(cls) if name in RESERVED_NAMES)
+        if clashes:
+            raise TypeError(f"plugin class {cls.__name__} defines {', '.join(clashes)}, which "
+                            "the engine sets on every spider; rename "
+                            f"{'it' if len(clashes) == 1 else 'them'} (see docs/plugindev.md, "
+                            "'Names the engine uses')")
+
     def __init__(self, worker_count, libtrace_uri, args):
         self.args = args
         self.activated = True
@@ -115,33 +63,14 @@ class Spider:
         self.active_worker_count = 0
         self.active_worker_lock = threading.Lock()
         self.libtrace_uri = libtrace_uri
-
-        self.run_phase = RunPhase()
-        self.jobqueue = JobQueue(QUEUE_SIZE)
-        self.resqueue = queue.Queue(QUEUE_SIZE)
-        self.outqueue = queue.Queue(QUEUE_SIZE)
-
         self.observer = None
-        self.observer_runner = None
         self.worker_threads = []
         self.configurator_thread = None
         self.merger_thread = None
-        self.finisher_thread = None
-        self.completers = None
-        self.ready_completer = None
-        self.merger_state = None
         self.lock = threading.Lock()
         self.exception = None
         self.conn_timeout = None
-        self.job_errors = 0
-        self.discarding = False
-        self.discarded_jobs = 0
-        self.connect_timing = DurationAverage()
-        self.post_connect_timing = DurationAverage()
-        self._counter_lock = threading.Lock()
-        self._in_flight = 0                 # jobs handed over and not yet completed
-        self._results_closed = False        # no result is merged any more
-        self._done = threading.Event()
+        self.engine = Engine(self)          # also sets jobqueue, resqueue and outqueue
 
     # ---- the plugin's part ------------------------------------------------------------------
 
@@ -177,19 +106,6 @@ class Spider:
         """Undo system-wide changes (sysctls, firewall rules). Called once at the end of a
         run, however it ends; plugins that change system state override this."""
 
-    # ---- the model's part -------------------------------------------------------------------
-
-    def configurator(self):
-        """Body of the configurator thread (the synchronized model overrides it)."""
-
-    def connect_jobs(self, jobs):
-        """Make the connections of ``jobs``; return ``[job, pcs, conn0, conn1]`` entries of the
-        jobs whose connects did not raise."""
-        raise NotImplementedError
-
-    def stop_configurator(self):
-        """Ask the configurator thread to end (the synchronized model overrides it)."""
-
     # ---- 1.0 helpers ------------------------------------------------------------------------
 
     def tcp_connect(self, job):
@@ -203,334 +119,65 @@ class Spider:
             raise RuntimeError("Plugin did not set TCP connect timeout.")
         return tcpclient.blocking_connect(job[0], job[1], self.conn_timeout)
 
-    # ---- lifecycle --------------------------------------------------------------------------
+    # ---- lifecycle (1.0): the engine does the work ----------------------------------------
 
     def start(self):
-        """Start the Observer (waiting until it captures), the merger, configurator, workers
-        and the finisher thread.
+        """Start the Observer (waiting until it captures) and the engine's threads.
 
         Raises :class:`pathspider.engine.handoff.ObserverError` if the Observer cannot start,
         :class:`EngineError` if the threads cannot be started.
         """
-        with self.lock:
-            if not self.activated:
-                raise RuntimeError("spider is not activated")
-            self.running = True
-            self.observer = self.create_observer()
-            if self.observer is None:
-                self.running = False
-                raise ObserverError(f"{type(self).__name__}.create_observer() returned no "
-                                    "observer (see the error logged above)")
-            self.merger_state = Merger(self._merge_safely, reap_size=self._reap_size(),
-                                       match_flows=getattr(self.observer, "emits_flows", True))
-            self.observer_runner = ObserverRunner(self.observer, self._deliver_flows,
-                                                  self._observer_failed)
-            try:
-                self.observer_runner.start()
-            except ObserverError:
-                self.running = False
-                raise
-            tcpclient.raise_fd_limit()
-            self.completers = CompleterPool(
-                self._complete_jobs, max(1, self.worker_count) * COMPLETERS_PER_WORKER)
-            self.ready_completer = ReadyCompleter(self._complete_jobs)
-            try:
-                self._start_threads()
-            except RuntimeError as exc:     # e.g. "can't start new thread"
-                self.terminate(f"the engine's threads could not be started: {exc}")
-                raise EngineError(f"cannot start {self.worker_count} workers: {exc} (use "
-                                  "fewer workers, -w)") from exc
-
-    def _start_threads(self):
-        self.finisher_thread = self._thread(self._finish_run, "finisher")
-        self.merger_thread = self._thread(self.merger, "merger")
-        self.configurator_thread = self._thread(self.configurator, "configurator")
-        for i in range(self.worker_count):
-            self.worker_threads.append(self._thread(self.worker, f"worker_{i}", i))
-            with self.run_phase.cond:
-                self.active_worker_count += 1
+        if not isinstance(vars(self).get("engine"), Engine):
+            raise EngineError(f"{type(self).__name__} replaced spider.engine, which the engine "
+                              "uses; rename the plugin's attribute (see docs/plugindev.md)")
+        self.engine.start()
 
     def add_job(self, job):
-        """Queue a job (blocks while the queue is full); ignored once the run is stopping
-        (counted in ``discarded_jobs``)."""
-        if self.stopping or not self.jobqueue.put(job):
-            self._count("discarded_jobs")
-
-    def end_input(self):
-        """No more jobs will be added: finish the queued and started ones, then end the run
-        (what :meth:`shutdown` starts, without waiting)."""
-        self._advance(DRAINING, "end of input")
-        self.jobqueue.close()
-
-    def discard_queued_jobs(self, reason="interrupted"):
-        """Stop taking jobs: queued jobs that no worker has started are dropped (counted in
-        ``discarded_jobs``); jobs already started finish normally. For a first interrupt."""
-        self._advance(DRAINING, reason)
-        self._count("discarded_jobs", self.jobqueue.close(discard=True))
+        """Queue a job (blocks while the queue is full); ignored once the run is stopping."""
+        self.engine.add_job(job)
 
     def shutdown(self):
         """Orderly stop after the last job (1.0): every queued job is finished and merged, the
         Observer flushes its flows, ``SHUTDOWN_SENTINEL`` closes ``outqueue``; returns once
         the consumer of ``outqueue`` has taken everything."""
-        if not self.running:
-            return
-        self.end_input()
-        self._done.wait()
-        if threading.current_thread() is not self.merger_thread:
-            self.outqueue.join()
+        self.engine.shutdown()
 
     def terminate(self, reason="terminated"):
         """Fast stop (after an error or a second interrupt): queued jobs are dropped, jobs in
         flight are abandoned, every result already produced is still merged and written, and
         ``outqueue`` is closed within a few seconds. Does not wait; see :meth:`wait`."""
-        if self._advance(ABORTING, reason):
-            log.warning("abandoning the jobs in flight (%s)", reason)
-        self._count("discarded_jobs", self.jobqueue.close(discard=True))
-        self.stop_configurator()
-        if self.finisher_thread is None:        # never started: close the output here
-            self._close_output()
+        self.engine.terminate(reason)
 
     def wait(self, timeout=None):
         """Block until the run has ended (``outqueue`` closed); True if it has."""
-        return self._done.wait(timeout)
+        return self.engine.wait(timeout)
 
-    def exception_wrapper(self, target, *args, **kwargs):
-        """Run ``target``; on an exception log it, remember the first one, and terminate."""
-        try:
-            target(*args, **kwargs)
-        except Exception as exc:
-            log.exception("unexpected error in %s", threading.current_thread().name)
-            if self.exception is None:
-                self.exception = exc
-            self.terminate(f"error in {threading.current_thread().name}: {exc}")
+    def end_input(self):
+        """No more jobs will be added: finish the queued and started ones, then end the run
+        (what :meth:`shutdown` starts, without waiting)."""
+        self.engine.end_input()
 
-    # ---- the ending -------------------------------------------------------------------------
+    def discard_queued_jobs(self, reason="interrupted"):
+        """Stop taking jobs; jobs already started finish normally (a first interrupt)."""
+        self.engine.discard_queued_jobs(reason)
 
-    def _finish_run(self):
-        """Body of the finisher thread: wait for an ending to be asked for, then carry it out
-        (see the module docstring). Whatever happens, ``outqueue`` is closed at the end."""
-        phase = self.run_phase
-        try:
-            phase.wait_until(lambda: phase.phase >= DRAINING)
-            phase.wait_until(lambda: phase.phase >= ABORTING or (
-                self.active_worker_count == 0 and self._in_flight == 0))
-            aborting = phase.phase >= ABORTING
-            self.stop_configurator()
-            self.completers.close(wait=not aborting)
-            self.ready_completer.close(wait=not aborting)
-            self._results_closed = True
-            self.resqueue.put((_RESULTS_END, None))
-            self._stop_observer(ABORT_SECONDS if phase.phase >= ABORTING else DRAIN_SECONDS)
-            self.merger_thread.join(ABORT_SECONDS if phase.phase >= ABORTING else None)
-            if self.merger_thread.is_alive():
-                log.error("the merger did not finish within %s s; ending without it",
-                          ABORT_SECONDS)
-        finally:
-            self._close_output()
-
-    def _stop_observer(self, timeout):
-        runner = self.observer_runner
-        runner.request_stop()
-        if not runner.join(timeout):
-            log.warning("the Observer did not flush its flows within %g s; stopping it "
-                        "(results without their flow are written as unobserved)", timeout)
-            runner.kill()
-            runner.join(ABORT_SECONDS)
-
-    def _close_output(self):
-        self.running = False
-        self._advance(ENDED)
-        self.outqueue.put(SHUTDOWN_SENTINEL)
-        self._done.set()
-
-    def _advance(self, phase, reason=None):
-        moved = self.run_phase.advance(phase, reason)
-        self.stopping = self.run_phase.phase >= DRAINING
-        self.terminating = self.run_phase.phase >= ABORTING
-        self.discarding = self.terminating
-        return moved
-
-    # ---- threads ----------------------------------------------------------------------------
+    # ---- 1.0 thread bodies, kept for code that calls them ---------------------------------
 
     def worker(self, worker_number):
-        """Take jobs until the queue is closed and empty, make their connections, hand them
-        over to be completed.
+        """Body of a connect worker thread."""
+        self.engine.worker(worker_number)
 
-        While connections prove fast (see :class:`DurationAverage`) a worker takes up to
-        ``BATCH_MAX`` queued jobs at once and makes their connections in one pass through each
-        configuration: with a system-wide switch between the passes, that is far fewer thread
-        hand-offs per job. Slow connections are made one job at a time.
-        """
-        try:
-            while True:
-                jobs = self.jobqueue.take(BATCH_MAX if self.connect_timing.fast else 1)
-                if not jobs:
-                    return
-                if self.terminating:
-                    self._count("discarded_jobs", len(jobs))
-                    continue
-                started = self.connect_jobs(jobs)
-                if started:
-                    self._hand_over(started)
-        finally:
-            with self.run_phase.cond:
-                self.active_worker_count -= 1
-                self.run_phase.cond.notify_all()
-
-    def _prepare(self, jobs):
-        """``[job, pcs, None, None]`` for every job whose ``pre_connect`` succeeded."""
-        prepared = []
-        for job in jobs:
-            try:
-                prepared.append([job, self.pre_connect(job), None, None])
-            except Exception:
-                self._job_failed(job, "pre_connect")
-        return prepared
-
-    def _connect_all(self, prepared, config):
-        """Make the ``config`` connection of every prepared job; return those that worked."""
-        started = time.perf_counter()
-        ok = []
-        for entry in prepared:
-            try:
-                entry[2 + config] = self.connect(entry[0], entry[1], config)
-            except Exception:
-                self._job_failed(entry[0], f"connect (config {config})")
-                continue
-            ok.append(entry)
-        if prepared:
-            self.connect_timing.add((time.perf_counter() - started) / len(prepared))
-        return ok
-
-    def _hand_over(self, started):
-        """Give started jobs to the completers.
-
-        A job whose connections complete by themselves (objects with ``add_done_callback``,
-        such as the reactor's) is handed to the ready completer when the last of them
-        completes, so no thread waits for it. Others are handed over at once: as one item while ``post_connect`` is
-        fast or overlaps (see ``post_connect_overlaps``), else one item per job, so that a
-        slow target delays no other job.
-        """
-        with self.run_phase.cond:
-            self._in_flight += len(started)
-        waiting = []
-        for entry in started:
-            if _completes_by_itself(entry):
-                self._when_completed(entry)
-            else:
-                waiting.append(entry)
-        if not waiting:
-            return
-        if self.post_connect_overlaps or self.post_connect_timing.fast:
-            self.completers.submit(waiting)
-        else:
-            for entry in waiting:
-                self.completers.submit([entry])
-
-    def _when_completed(self, entry):
-        """Hand ``entry`` to the ready completer once each of its connections has completed."""
-        conns = [conn for conn in entry[2:] if conn is not None]
-        countdown = itertools.count(1)
-
-        def completed(_):
-            if next(countdown) == len(conns):
-                self.ready_completer.submit(entry)
-
-        for conn in conns:
-            conn.add_done_callback(completed)
-
-    def _complete_jobs(self, entries):
-        """Run ``post_connect`` for both configurations of each entry; hand the results of
-        every job to the merger together (a job's records are written both or neither)."""
-        try:
-            results = []
-            for job, pcs, conn0, conn1 in entries:
-                for config, conn in ((0, conn0), (1, conn1)):
-                    started = time.perf_counter()
-                    try:
-                        res = self.post_connect(job, conn, pcs, config)
-                    except Exception:
-                        self._job_failed(job, f"post_connect (config {config})")
-                        continue
-                    finally:
-                        self.post_connect_timing.add(time.perf_counter() - started)
-                    if res is not NO_RESULT:
-                        results.append(res)
-            if results and not self._results_closed:
-                self.resqueue.put((_RESULTS, results))
-        finally:
-            with self.run_phase.cond:
-                self._in_flight -= len(entries)
-                if not self._in_flight:
-                    self.run_phase.cond.notify_all()
+    def configurator(self):
+        """Body of the configurator thread."""
+        self.engine.model.configurator()
 
     def merger(self):
-        """Merge flows and results until both streams have ended, then the leftovers."""
-        get = self.resqueue.get
-        state = self.merger_state
-        ended = set()
-        while len(ended) < 2:
-            tag, item = get()
-            if tag == _RESULTS:
-                for res in item:
-                    state.add_result(res)
-            elif tag == _FLOWS:
-                for flow in item:
-                    state.add_flow(flow)
-            else:
-                ended.add(tag)
-        state.finish()
-        log.info("merger: %d records merged, %d without an observed flow, %d unmatched flows "
-                 "forgotten", state.merged, state.unobserved, state.reaped_flows)
+        """Body of the merger thread."""
+        self.engine.merger()
 
-    # ---- internals --------------------------------------------------------------------------
-
-    def _thread(self, target, name, *args):
-        thread = threading.Thread(target=self.exception_wrapper, args=(target, *args),
-                                  name=name, daemon=True)
-        thread.start()
-        return thread
-
-    def _reap_size(self):
-        return max(10000, self.worker_count * 200)
-
-    def _deliver_flows(self, flows):
-        if isinstance(flows, str) and flows == SHUTDOWN_SENTINEL:
-            self.resqueue.put((_FLOWS_END, None))
-        else:
-            self.resqueue.put((_FLOWS, flows))
-
-    def _merge_safely(self, flow, res):
-        try:
-            self.merge(flow, res)
-        except Exception:
-            self._job_failed(getattr(res, "ip", res), "merge")
-
-    def _observer_failed(self, exc):
-        if self.exception is None:
-            self.exception = exc
-        self.terminate(f"the Observer failed: {exc}")
-
-    def _job_failed(self, job, stage):
-        errors = self._count("job_errors")
-        if errors <= 10:
-            log.exception("plugin error in %s for job %r", stage, job)
-        elif errors == 11:
-            log.error("more plugin errors; counting them without tracebacks")
-
-    def _count(self, counter, n=1):
-        """Add ``n`` to the shared counter attribute ``counter``; return its new value."""
-        with self._counter_lock:
-            value = getattr(self, counter) + n
-            setattr(self, counter, value)
-        return value
-
-
-def _completes_by_itself(entry):
-    """True if every connection of ``entry`` tells when it has completed (a reactor job)."""
-    conns = [conn for conn in entry[2:] if conn is not None]
-    return bool(conns) and all(callable(getattr(conn, "add_done_callback", None))
-                               for conn in conns)
+    def exception_wrapper(self, target, *args, **kwargs):
+        """Run ``target``; on an exception log it, remember it, and terminate the run."""
+        self.engine.exception_wrapper(target, *args, **kwargs)
 
 
 class PluggableSpider:
@@ -542,4 +189,4 @@ class PluggableSpider:
         raise NotImplementedError("Cannot register an abstract plugin")
 
 
-__all__ = ["Spider", "PluggableSpider", "DurationAverage"]
+__all__ = ["Spider", "PluggableSpider", "RESERVED_NAMES", "EngineError"]

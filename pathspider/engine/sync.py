@@ -157,37 +157,50 @@ class ConfigGate:
         return lock
 
 
-class SynchronizedSpider(Spider):
-    """Runs each job's config-0 connect while configuration 0 is in force, and its config-1
-    connect while configuration 1 is in force; ``post_connect`` runs afterwards, unsynchronized.
-    """
+class SynchronizedModel:
+    """The engine's side of the synchronized model: the gate, the configurator loop, and how
+    a batch of jobs gets its two connections."""
 
-    def __init__(self, worker_count, libtrace_uri, args):
-        super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
+    def __init__(self, engine):
+        self.engine = engine
         self.gate = ConfigGate()
 
     def configurator(self):
+        """Body of the configurator thread."""
         self.gate.run(self._apply_config)
 
-    def stop_configurator(self):
+    def stop(self):
+        """End the configurator and release every worker waiting at the gate."""
         self.gate.stop()
 
     def connect_jobs(self, jobs):
-        prepared = self._prepare(jobs)
+        """Make the connections of ``jobs``, each in its configuration; return the
+        ``[job, pcs, conn0, conn1]`` entries of the jobs whose connects did not raise."""
+        engine = self.engine
+        prepared = engine.prepare(jobs)
         for config in (0, 1):
             if not prepared:
                 break
             if not self.gate.enter(config):
                 return []               # aborting: the jobs are abandoned
             try:
-                prepared = self._connect_all(prepared, config)
+                prepared = engine.connect_all(prepared, config)
             finally:
                 self.gate.leave(config)
         return prepared
 
     def _apply_config(self, config):
         log.debug("applying configuration %d", config)
+        spider = self.engine.spider
         if config == 0:
-            self.config_zero()
+            spider.config_zero()
         else:
-            self.config_one()
+            spider.config_one()
+
+
+class SynchronizedSpider(Spider):
+    """Runs each job's config-0 connect while configuration 0 is in force, and its config-1
+    connect while configuration 1 is in force; ``post_connect`` runs afterwards, unsynchronized.
+    """
+
+    model = SynchronizedModel

@@ -68,9 +68,10 @@ class Observer:
 
     Process model (the engine's contract): the object is picklable until it starts; in the
     observer process the engine calls :meth:`start_capture` (opens the source, raises
-    :class:`PacketSourceError` with a one-line reason), then :meth:`run_flow_enqueuer`
-    (puts lists of records on the flow queue, notices a shutdown request within ``POLL``
-    seconds, drains the capture, flushes, puts ``SHUTDOWN_SENTINEL``), then :meth:`stats`.
+    :class:`PacketSourceError` with a one-line reason), then :meth:`run_flow_batches` (puts
+    lists of records on the flow queue, notices a shutdown request within ``POLL`` seconds,
+    drains the capture, flushes, puts ``SHUTDOWN_SENTINEL``), then :meth:`stats`. 1.0's
+    :meth:`run_flow_enqueuer` does the same with one record per queue item.
 
     Synchronous use (the ``observe`` command, tests)::
 
@@ -109,14 +110,26 @@ class Observer:
         return self
 
     def run_flow_enqueuer(self, flowqueue, irqueue=None):
-        """Feed ``flowqueue`` with lists of records until end of file or a shutdown request.
+        """1.0's call: put each flow record on ``flowqueue`` as it is emitted, until end of file
+        or a shutdown request, then ``SHUTDOWN_SENTINEL`` (also after an error)."""
+        self._enqueue(flowqueue, irqueue, batched=False)
 
-        Ends by putting ``SHUTDOWN_SENTINEL`` on ``flowqueue``, also after an error.
-        """
+    def run_flow_batches(self, flowqueue, irqueue=None):
+        """As :meth:`run_flow_enqueuer`, but each item is a list of the records emitted
+        together: one queue item per batch instead of per flow. The engine's Observer
+        process uses this when the observer has it."""
+        self._enqueue(flowqueue, irqueue, batched=True)
+
+    def _enqueue(self, flowqueue, irqueue, batched):
         try:
             self.start_capture()
+            put = flowqueue.put
             for batch in self._batches(lambda: _shutdown_requested(irqueue)):
-                flowqueue.put(batch)
+                if batched:
+                    put(batch)
+                else:
+                    for record in batch:
+                        put(record)
         finally:
             flowqueue.put(SHUTDOWN_SENTINEL)
             self._finish()

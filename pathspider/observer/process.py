@@ -6,9 +6,10 @@ The child process, in order:
 1. ``observer.start_capture()`` if the observer has it: opens the packet source, so that the
    parent knows capture runs before any connection is made;
 2. sends ``("ready", None)`` on the status pipe;
-3. ``observer.run_flow_enqueuer(flowqueue, irqueue)``: the 1.0 call. Flow dicts (or lists of
-   them) go on ``flowqueue``; a ``True`` on ``irqueue`` asks for shutdown; the observer ends the
-   stream with ``SHUTDOWN_SENTINEL``;
+3. ``observer.run_flow_batches(flowqueue, irqueue)`` if the observer has it (this project's
+   Observer: lists of flow dicts, one per batch), else the 1.0 call
+   ``observer.run_flow_enqueuer(flowqueue, irqueue)`` (one flow dict per item); a ``True`` on
+   ``irqueue`` asks for shutdown; the observer ends the stream with ``SHUTDOWN_SENTINEL``;
 4. sends ``("stats", observer.stats())`` (``None`` if the observer has no ``stats``).
 
 An exception at any step is sent as ``("error", "Type: message")`` and the process exits 1.
@@ -51,7 +52,8 @@ def observer_main(observer, flowqueue, irqueue, status, log_level):
             start_capture()
         status.send(("ready", None))
         ready = True
-        observer.run_flow_enqueuer(flowqueue, irqueue)
+        run = getattr(observer, "run_flow_batches", None) or observer.run_flow_enqueuer
+        run(flowqueue, irqueue)
         stats = getattr(observer, "stats", None)
         status.send(("stats", stats() if callable(stats) else None))
     except Exception as exc:           # reported to the parent, which decides the exit status

@@ -240,3 +240,12 @@ def test_no_permission_to_capture_is_one_clear_error():
     errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "needs CAP_NET_RAW" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_sub_command_without_its_spider_says_how_to_fix_it(tmp_path):
+    source = CLITEST_PLUGIN.replace("parser.set_defaults(spider=CliTest)", "pass")
+    tree = plugin_tree(tmp_path / "tp", "clitest", source)
+    proc = run(["-i", "lo", "clitest"], pythonpath=[tree])
+    assert proc.returncode == 1
+    assert "parser.set_defaults(spider=ThePluginClass)" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -2,6 +2,7 @@
 and never loses a result."""
 import collections
 import itertools
+import logging
 
 import pytest
 
@@ -122,3 +123,32 @@ def test_without_flow_matching_results_merge_at_once():
     merger = Merger(lambda f, r: out.append((f, r)), match_flows=False)
     merger.add_result(Res("198.18.64.1", 1, 0))
     assert out == [(NO_FLOW, Res("198.18.64.1", 1, 0))]
+
+
+def test_a_result_given_as_a_dict_matches_its_flow(merged):
+    out, merger = merged
+    merger.add_flow(flow("2001:db8::1", 1000, n=1))
+    merger.add_result({"ip": "2001:DB8::1", "port": 1000, "config": 0})
+    merger.finish()
+    assert [(f["n"], r["config"]) for f, r in out] == [(1, 0)]
+
+
+def test_a_result_without_ip_and_port_is_written_and_named(merged, caplog):
+    caplog.set_level(logging.INFO, logger="pathspider.engine.merger")
+    out, merger = merged
+    merger.add_flow(flow("198.18.64.1", 1000))
+    merger.add_result({"target": "198.18.64.1", "config": 0})
+    merger.finish()
+    merger.log_summary()
+    assert out == [(NO_FLOW, {"target": "198.18.64.1", "config": 0})]
+    assert "without 'ip' and 'port'" in caplog.text
+    assert "1 observed flows without a result" in caplog.text
+
+
+def test_nothing_matched_hints_at_the_local_port(merged, caplog):
+    out, merger = merged
+    merger.add_flow(flow("198.18.64.1", 40000))
+    merger.add_result(Res("198.18.64.1", 80, 0))            # the target's port, not the local
+    merger.finish()
+    merger.log_summary()
+    assert out[0][0] is NO_FLOW and "LOCAL port" in caplog.text

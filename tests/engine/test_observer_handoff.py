@@ -99,7 +99,7 @@ def test_real_observer_under_the_spawn_start_method(monkeypatch):
                                        staticmethod(lambda: simple_observer("int:lo"))})(
             4, "int:lo", None)
         spider.start()
-        assert spider.observer_runner._ctx.get_start_method() == "spawn"
+        assert spider.engine.observer_runner._ctx.get_start_method() == "spawn"
         records = []
 
         def feed():
@@ -114,4 +114,4 @@ def test_real_observer_under_the_spawn_start_method(monkeypatch):
     assert len(records) == 40
     assert all(r["observed"] for r in records), records
     assert all(r["pkt_fwd"] >= 2 for r in records)
-    assert spider.observer_runner.stats["packets"] > 0
+    assert spider.engine.observer_runner.stats["packets"] > 0

@@ -139,7 +139,7 @@ def test_many_fast_jobs_never_connect_in_the_wrong_configuration(targets):
     records = run_jobs(spider, jobs)
     assert spider.violations == []
     assert len(records) == 10000
-    assert spider.gate.flips >= 2
+    assert spider.engine.model.gate.flips >= 2
 
 
 def test_idle_workers_do_not_flip_configurations(targets):
@@ -178,7 +178,7 @@ def test_plugin_errors_are_counted_and_the_run_goes_on(targets):
 
     spider = Flaky(10, "int:lo", None)
     records = run_jobs(spider, make_jobs(targets, 20, 1000, 1000))
-    assert len(records) == 38 and spider.job_errors == 1
+    assert len(records) == 38 and spider.engine.job_errors == 1
 
 
 class Desync(DesynchronizedSpider):
@@ -199,3 +199,56 @@ def test_desynchronized_spider_makes_both_connections(targets):
     assert len(records) == 400
     for record in records:
         assert record.state == EXPECTED_STATE[record.kind]
+
+
+class ReturningMerge(RecordingSpider):
+    """merge() returns the record, as the 1.0 guide says; some put it and return it too."""
+
+    def merge(self, flow, res):
+        record = {"ip": res.ip, "config": res.config, "kind": res.kind}
+        if res.config == 1:
+            self.outqueue.put(record)           # 1.0.1's way, and returned as well
+        return record
+
+
+def test_a_merge_that_returns_its_record_is_written_once(targets):
+    records = run_jobs(ReturningMerge(10, "int:lo", None), make_jobs(targets, 30, 1000, 1000))
+    assert len(records) == 60
+    assert sorted(r["config"] for r in records) == [0] * 30 + [1] * 30
+
+
+ENGINE_NAMES_BEFORE = ("_finish", "_finish_run", "_complete_jobs", "_hand_over", "_prepare",
+                       "_connect_all", "_merge_safely", "_job_failed", "_count", "_thread",
+                       "_deliver_flows", "_observer_failed", "_advance", "_close_output",
+                       "_done", "connect_jobs", "stop_configurator", "completers",
+                       "merger_state", "observer_runner", "run_phase", "gate", "job_errors")
+
+
+def test_plugin_helpers_cannot_replace_engine_internals(targets):
+    """A plugin with helpers named like the engine's former internals runs unharmed."""
+    def helper(self, *args, **kwargs):
+        raise AssertionError("a plugin helper was called by the engine")
+
+    names = {name: helper for name in ENGINE_NAMES_BEFORE}
+    names["_done"] = names["completers"] = names["gate"] = "the plugin's own"
+    Clashing = type("Clashing", (RecordingSpider,), names)
+    records = run_jobs(Clashing(10, "int:lo", None), make_jobs(targets, 20, 1000, 1000))
+    assert len(records) == 40
+
+
+def test_a_plugin_redefining_an_engine_name_is_told_at_class_definition():
+    with pytest.raises(TypeError, match="defines outqueue, which the engine sets on every "
+                                        "spider; rename it"):
+        type("Bad", (SynchronizedSpider,), {"outqueue": None})
+
+
+def test_a_plugin_replacing_spider_engine_is_told_at_start():
+    from pathspider.engine.spider import EngineError
+
+    class Replaces(RecordingSpider):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.engine = "my search engine"
+
+    with pytest.raises(EngineError, match="replaced spider.engine"):
+        Replaces(2, "int:lo", None).start()

@@ -81,17 +81,24 @@ def test_replay_is_deterministic_with_timers():
     assert len(first) == 6 and run() == first
 
 
-def test_run_flow_enqueuer_on_a_file_puts_lists_then_the_sentinel():
+@pytest.mark.parametrize("method", ["run_flow_enqueuer", "run_flow_batches"])
+def test_flow_enqueuers_on_a_file_put_the_records_then_the_sentinel(method):
+    """1.0's run_flow_enqueuer puts one record per item; run_flow_batches (the engine's
+    path) one list per batch."""
     obs = simple_observer(data_path("link_eth.pcap"))
     q = queue.Queue()
     obs.start_capture()
-    obs.run_flow_enqueuer(q, queue.Queue())
+    getattr(obs, method)(q, queue.Queue())
     items = []
     while not q.empty():
         items.append(q.get())
     assert items[-1] == SHUTDOWN_SENTINEL == "SHUTDOWN_SENTINEL"
-    flows = [rec for batch in items[:-1] for rec in batch]
-    assert all(isinstance(batch, list) for batch in items[:-1])
+    if method == "run_flow_enqueuer":
+        assert all(isinstance(item, dict) for item in items[:-1])
+        flows = items[:-1]
+    else:
+        assert all(isinstance(batch, list) for batch in items[:-1])
+        flows = [rec for batch in items[:-1] for rec in batch]
     assert sorted(comparable(r) for r in flows) == EXPECTED_LINK
     stats = obs.stats()
     for key in ("packets", "dropped", "short", "nonip", "malformed", "flows", "ignored"):

@@ -76,7 +76,7 @@ def observer_child(ns, observer, flowqueue, irqueue, status):
         status.put(("error", str(err)))
         return
     status.put(("ready", None))
-    observer.run_flow_enqueuer(flowqueue, irqueue)
+    observer.run_flow_batches(flowqueue, irqueue)     # what the engine calls
     status.put(("stats", observer.stats()))
 
 

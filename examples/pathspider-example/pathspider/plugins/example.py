@@ -4,8 +4,9 @@ It keeps the guide's shape (a SynchronizedSpider with no-op configurations, a si
 a merge that marks flows observed or not) and repairs what the guide's text could not run:
 ``self.tcp_connect`` instead of a bare ``tcp_connect``, a record with all six fields and the
 *local* port (the merger matches results on target address and local port), a connection
-timeout, the observer given its capture URI, ``self.outqueue.put`` at the end of ``merge``,
-and ``parser.set_defaults(spider=Example)`` so the sub-command selects the plugin.
+timeout, the observer given its capture URI, and ``parser.set_defaults(spider=Example)`` so
+the sub-command selects the plugin. ``merge`` returns the final record, as the guide says (a
+1.0.1-style ``self.outqueue.put(flow)`` works too).
 """
 
 import collections
@@ -67,7 +68,7 @@ class Example(SynchronizedSpider, PluggableSpider):
         flow['host'] = res.host
         flow['config'] = res.config
         flow['connstate'] = res.connstate
-        self.outqueue.put(flow)
+        return flow
 
     @staticmethod
     def register_args(subparsers):
