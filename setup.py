@@ -2,13 +2,42 @@
 
 The version is read from ``pathspider/version.py`` as text so that building the package never
 imports its runtime dependencies.
+
+The Observer's meter (the dissector, the flow table and the chain library) is compiled with
+Cython in pure-Python mode: each ``.py`` file is the only source, its ``.pxd`` beside it adds C
+types. The extensions are optional: without Cython or a C compiler the build goes on and the
+same files run interpreted (the Observer logs which meter it runs).
 """
+import ast
 import re
+import sys
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).resolve().parent
+
+#: The compiled meter: modules of pathspider.observer, listed in pathspider/observer/build.py.
+METER_MODULES = ast.literal_eval(re.search(
+    r"^METER_MODULES = (\([^)]*\))", (HERE / "pathspider" / "observer" / "build.py").read_text(),
+    re.M).group(1))
+
+
+def meter_extensions():
+    """The meter's extension modules, or none when Cython is missing (interpreted meter)."""
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        print("setup.py: Cython is not installed: the Observer's meter stays interpreted",
+              file=sys.stderr)
+        return []
+    extensions = [Extension("pathspider.observer." + name, ["pathspider/observer/%s.py" % name],
+                            optional=True)
+                  for name in METER_MODULES]
+    return cythonize(extensions, build_dir="build/cython", quiet=True,
+                     compiler_directives={"language_level": 3, "annotation_typing": False,
+                                          "embedsignature": True})
+
 VERSION = re.search(r'__version__ = "([^"]+)"',
                     (HERE / "pathspider" / "version.py").read_text()).group(1)
 
@@ -22,6 +51,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["pathspider", "pathspider.*"]),
     include_package_data=True,
+    ext_modules=meter_extensions(),
     install_requires=[
         "straight.plugin>=1.5",
         "pyroute2>=0.7",

@@ -8,17 +8,21 @@ reports, in the same run:
 
 * ``bare``: a pcapy-ng ``next_batch`` loop over the file that unpacks every packet's metadata
   and slices its bytes (the floor any Observer pays);
-* ``observer``: ``Observer.flows()`` with basic_flow + basic_count + the TCP chain
-  (tcp_setup, tcp_handshake, tcp_complete) + the ECN chain (ecn_setup, ecn_code).
+* ``full``: ``Observer.flows()`` with basic_flow + basic_count + the TCP chain (tcp_setup,
+  tcp_handshake, tcp_complete) + the ECN chain (ecn_setup, ecn_code);
+* ``basic``: basic_flow + basic_count only; ``none``: no chain functions at all;
+* ``plugin``: ``full`` plus one plugin function written in Python in the ip4/ip6 chains (it
+  reads ``ip.ttl`` and counts in the record), as a measurement plugin adds its own.
 
-Usage: ``python benchmarks/observer.py [--flows N] [--repeat R] [--configs full,basic,none]
+The meter line says whether the compiled meter ran (see setup.py) and the Python version.
+
+Usage: ``python benchmarks/observer.py [--flows N] [--repeat R] [--configs full,basic,...]
 [--profile]``. Figures are packets per second of CPU time (``time.process_time``), best of
 ``--repeat`` interleaved runs, so other load on the machine disturbs them little (on a
-shared virtual machine they still vary by +-5 %: compare runs made side by side). ``basic``
-and ``none`` (basic chains only, no chains) show where the time goes; ``called`` (not in
-the default set) runs the full chains with every function called, as plugin functions
-without inline forms are (see :mod:`pathspider.observer.fastpath`). ``--profile`` prints the
-top of a cProfile of one full observer run. The target is >= 600k packets/s for ``full``.
+shared virtual machine they still vary by +-5 %: compare runs made side by side).
+``--profile`` prints the top of a cProfile of one full observer run (compiled functions do
+not show in it). Targets (issue 11): compiled, full >= 1.5M packets/s, basic >= 2M,
+plugin >= 800k.
 """
 
 import argparse
@@ -36,48 +40,11 @@ import make_pcaps as mk  # noqa: E402  (the struct packet crafter of the test ca
 
 import pcapy  # noqa: E402
 
-from pathspider.observer.flowtable import FlowTable  # noqa: E402
 from pathspider.observer import Observer, basic_count, basic_flow  # noqa: E402
 
-try:
-    from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup
-    from pathspider.observer.ecn import ecn_code, ecn_setup
-    CHAINS_FROM = "pathspider.observer.tcp / pathspider.observer.ecn"
-except ImportError:          # chain library not there yet: minimal local equivalents
-    CHAINS_FROM = "LOCAL STAND-INS (chain library missing)"
-
-    def tcp_setup(rec, ip):
-        rec.update(fwd_syn_flags=None, rev_syn_flags=None, fwd_fin=False, rev_fin=False,
-                   fwd_rst=False, rev_rst=False, tcp_connected=False)
-        return True
-
-    def tcp_handshake(rec, tcp, rev):
-        if not rec["tcp_connected"]:
-            flags = tcp.flags
-            if flags & 2:
-                rec["rev_syn_flags" if rev else "fwd_syn_flags"] = flags
-            elif flags & 0x10 and not rev and rec["rev_syn_flags"] is not None:
-                rec["tcp_connected"] = True
-        return True
-
-    def tcp_complete(rec, tcp, rev):
-        flags = tcp.flags
-        if flags & 1:
-            rec["rev_fin" if rev else "fwd_fin"] = True
-        if flags & 4:
-            rec["rev_rst" if rev else "fwd_rst"] = True
-        return not (rec["fwd_rst"] or rec["rev_rst"] or (rec["fwd_fin"] and rec["rev_fin"]))
-
-    def ecn_setup(rec, ip):
-        rec.update(fwd_ez=False, fwd_eo=False, fwd_ce=False, rev_ez=False, rev_eo=False,
-                   rev_ce=False)
-        return True
-
-    def ecn_code(rec, ip, rev):
-        code = ip.traffic_class & 3
-        if code:
-            rec[("rev_" if rev else "fwd_") + ("", "eo", "ez", "ce")[code]] = True
-        return True
+from pathspider.observer import meter_mode  # noqa: E402
+from pathspider.observer.ecn import ecn_code, ecn_setup  # noqa: E402
+from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup  # noqa: E402
 
 PCAP = "/tmp/pathspider-bench-observer-%d.pcap"
 
@@ -147,24 +114,34 @@ def bare_loop(path):
     return n, clock() - t
 
 
+def ttl_seen(rec, ip, rev):
+    """A plugin's own ip4/ip6 chain function, in Python: the lowest TTL per direction."""
+    key = "rev_ttl" if rev else "fwd_ttl"
+    ttl = ip.ttl
+    if ttl < rec.get(key, 256):
+        rec[key] = ttl
+    return True
+
+
+FULL = dict(new_flow_chain=[basic_flow, tcp_setup, ecn_setup],
+            ip4_chain=[basic_count, ecn_code], ip6_chain=[basic_count, ecn_code],
+            tcp_chain=[tcp_handshake, tcp_complete])
 CONFIGS = {
-    "full": dict(new_flow_chain=[basic_flow, tcp_setup, ecn_setup],
-                 ip4_chain=[basic_count, ecn_code], ip6_chain=[basic_count, ecn_code],
-                 tcp_chain=[tcp_handshake, tcp_complete]),
+    "full": FULL,
     "basic": dict(new_flow_chain=[basic_flow], ip4_chain=[basic_count],
                   ip6_chain=[basic_count]),
     "none": dict(),
+    "plugin": dict(FULL, ip4_chain=[basic_count, ecn_code, ttl_seen],
+                   ip6_chain=[basic_count, ecn_code, ttl_seen]),
 }
-CONFIGS["called"] = CONFIGS["full"]     # the same chains, every function called
+LABELS = {"full": "observer: basic + tcp + ecn chains", "basic": "observer: basic chains",
+          "none": "observer: no chains", "plugin": "observer: full + a Python function"}
+TARGETS = {"full": 1_500_000, "basic": 2_000_000, "plugin": 800_000}
 
 
 def observer_run(path, config="full"):
     obs = Observer(path, **CONFIGS[config])
     t = clock()
-    if config == "called":              # no inline forms, no specialised packet loop
-        obs.start_capture()
-        obs.table = FlowTable(obs.source.linktype, obs.chains, obs.idle_timeout,
-                              obs.expiry_timeout, inline=False)
     nrec = sum(1 for _ in obs.flows())
     dt = clock() - t
     return obs.stats()["packets"], nrec, dt
@@ -176,7 +153,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--configs", default="full,basic,none",
-                    help="chain sets to measure (full, basic, none, called)")
+                    help="chain sets to measure (%s)" % ", ".join(CONFIGS))
     args = ap.parse_args(argv)
     args.configs = [c for c in args.configs.split(",") if c]
     for config in args.configs:
@@ -189,8 +166,7 @@ def main(argv=None):
         n = generate(path, args.flows)
         print("generated %s: %d packets, %d flows in %.1f s" % (
             path, n, args.flows, time.perf_counter() - t))
-    print("chains from: %s" % CHAINS_FROM)
-    print("python %s" % sys.version.split()[0])
+    print("meter: %s; python %s" % (meter_mode(), sys.version.split()[0]))
 
     best_bare = 0
     best = dict.fromkeys(args.configs, 0)
@@ -202,14 +178,13 @@ def main(argv=None):
             best[config] = max(best[config], n / dt)
     print("packets/s (CPU time, best of %d; %d packets, %d flows):" % (args.repeat, n, nrec))
     print("  bare pcapy-ng next_batch loop      %10.0f" % best_bare)
-    labels = {"full": "observer: basic + tcp + ecn chains", "basic": "observer: basic chains",
-              "none": "observer: no chains", "called": "observer: full, functions called"}
     for config in args.configs:
-        print("  %-34s %10.0f  (%.0f ns/packet)" % (labels[config], best[config],
-                                                    1e9 / best[config]))
-    if "full" in best:
-        print("target 600000 packets/s with basic + tcp + ecn: %s" % (
-            "met" if best["full"] >= 600000 else "NOT met"))
+        rate = best[config]
+        target = TARGETS.get(config)
+        print("  %-34s %10.0f  (%4.0f ns/packet)%s" % (
+            LABELS[config], rate, 1e9 / rate,
+            "" if target is None else "  target %d: %s" % (
+                target, "met" if rate >= target else "NOT met")))
 
     if args.profile:
         prof = cProfile.Profile()

@@ -22,8 +22,7 @@ Fixes and differences against the reference implementations:
   same.
 """
 
-from pathspider.observer.dissector import endpoints
-from pathspider.observer.fastpath import fast_path
+
 
 def extract_ports(ip):
     """``(src_port, dst_port)`` of a TCP or UDP packet, else ``(None, None)``."""
@@ -46,16 +45,6 @@ def _endpoints_without_shortcut(rec, ip):
     rec["sp"], rec["dp"] = extract_ports(ip)
 
 
-@fast_path(chain="new_flow", uses=("ip",),
-           env={"basic_flow_zero": _ZERO_COUNTERS, "basic_flow_endpoints": endpoints,
-                "basic_flow_fallback": _endpoints_without_shortcut}, code="""
-    try:        # ip.endpoints without the property call
-        rec["sip"], rec["dip"], rec["sp"], rec["dp"] = basic_flow_endpoints(ip)
-    except AttributeError:
-        basic_flow_fallback(rec, ip)
-    rec["proto"] = ip.proto
-    rec.update(basic_flow_zero)
-""")
 def basic_flow(rec, ip):
     """new_flow chain: addresses, protocol and ports of the first packet; zero counters."""
     try:        # the dissector's shortcut for str(ip.src_prefix), ..., extract_ports(ip)
@@ -67,14 +56,6 @@ def basic_flow(rec, ip):
     return True
 
 
-@fast_path(uses=("size",), code="""
-    if rev:
-        rec["pkt_rev"] += 1
-        rec["oct_rev"] += size
-    else:
-        rec["pkt_fwd"] += 1
-        rec["oct_fwd"] += size
-""")
 def basic_count(rec, ip, rev):
     """ip4/ip6 chain: count packets and IP-layer octets (``ip.size``) per direction."""
     if rev:

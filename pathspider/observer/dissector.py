@@ -97,7 +97,6 @@ quoted, and its ``size`` is the length its header claims.
 import ipaddress
 import socket
 import struct
-import types
 
 # Link types (libpcap DLT values); LINK_LAYERS below maps each to its name and parser.
 DLT_NULL = 0
@@ -137,7 +136,6 @@ ICMP6_ERROR_TYPES = frozenset((1, 2, 3, 4))
 _NULL_FAMILIES = frozenset((2, 10, 24, 28, 30))
 
 _u16 = struct.Struct("!H").unpack_from
-_ports2 = struct.Struct("!HH").unpack_from
 _u32 = struct.Struct("!I").unpack_from
 _ntoa = socket.inet_ntoa
 _ntop6 = socket.inet_ntop
@@ -258,9 +256,10 @@ def _addr6(addr):
 
 
 # Address text by raw address (4 or 16 bytes): the measuring host's address and every target
-# measured twice (A/B) recur, and libc's formatting costs more than a dict lookup.
+# measured twice (A/B) recur, and libc's formatting costs more than a dict lookup. Large
+# enough for the addresses of the flows alive in a busy run; cleared when full.
 _TEXT = {}
-_TEXT_MAX = 4096
+_TEXT_MAX = 1 << 16
 
 
 def _addr_text(addr):
@@ -273,37 +272,22 @@ def _addr_text(addr):
     return text
 
 
-_ENDS4 = struct.Struct("!4s4sHH").unpack_from      # addresses + ports, no IPv4 options
-_ENDS6 = struct.Struct("!16s16sHH").unpack_from    # addresses + ports, no extension headers
-
-
-def endpoints(ip):
+def view_endpoints(ip):
     """``(src_addr, dst_addr, src_port, dst_port)`` of an IP view (``ip.endpoints``).
 
     The addresses as ``str(ip.src_prefix)`` writes them, the ports as :func:`_ports` gives
-    them. A plain function too, so that ``basic_flow`` pays no property call: with the
-    transport view built and right after the fixed IP header, one struct call reads all four.
-    (The two branches are alike on purpose: each attribute read then sees one view class,
-    which CPython's specialisation needs when IPv4 and IPv6 flows alternate.)
+    them, in one call: ``basic_flow`` reads them for every new flow. Also ``endpoints``.
     """
-    text = _TEXT.get
+    buf, off = ip.buf, ip.off
     if type(ip) is IP4:
-        buf, off, proto = ip.buf, ip.off, ip.proto
-        view = ip._tcp if proto == PROTO_TCP else ip._udp if proto == PROTO_UDP else None
-        if view and view.off == off + 20:
-            src, dst, sp, dp = _ENDS4(buf, off + 12)
-        else:
-            src, dst = buf[off + 12:off + 16], buf[off + 16:off + 20]
-            sp, dp = _ports(ip)
+        src, dst = buf[off + 12:off + 16], buf[off + 16:off + 20]
     else:
-        buf, off, proto = ip.buf, ip.off, ip.proto
-        view = ip._tcp if proto == PROTO_TCP else ip._udp if proto == PROTO_UDP else None
-        if view and view.off == off + 40:
-            src, dst, sp, dp = _ENDS6(buf, off + 8)
-        else:
-            src, dst = buf[off + 8:off + 24], buf[off + 24:off + 40]
-            sp, dp = _ports(ip)
-    return text(src) or _addr_text(src), text(dst) or _addr_text(dst), sp, dp
+        src, dst = buf[off + 8:off + 24], buf[off + 24:off + 40]
+    sp, dp = _ports(ip)
+    return _addr_text(src), _addr_text(dst), sp, dp
+
+
+endpoints = view_endpoints
 
 
 def _ports(ip):
@@ -319,7 +303,10 @@ def _ports(ip):
             view = ip.udp
     else:
         return (None, None)
-    return (None, None) if view is None else _ports2(ip.buf, view.off)
+    if view is None:
+        return (None, None)
+    buf, l4 = ip.buf, ip.l4         # the transport view starts at l4
+    return (buf[l4] << 8) | buf[l4 + 1], (buf[l4 + 2] << 8) | buf[l4 + 3]
 
 
 class Prefix:
@@ -371,44 +358,17 @@ def _payload(buf, start, end):
 
 # ---------------------------------------------------------------------------- IP views
 
-# The view classes share their code through a base class (_IPView, _TransportView), but each
-# runs a copy of its own: CPython specialises every attribute read in a function for the one
-# class it meets there, in caches held by the function's code object. A property shared by IP4
-# and IP6 meets both when IPv4 and IPv6 packets alternate and stays unspecialised: about 30 ns
-# more per read on 3.11 (``ip.data`` 77 -> 105 ns). A copy of the code object has caches of
-# its own, so the copies cost nothing.
-
-def _own_code(fn):
-    """A copy of function ``fn`` with a code object (hence specialisation caches) of its own."""
-    copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
-                              fn.__defaults__, fn.__closure__)
-    copy.__kwdefaults__ = fn.__kwdefaults__
-    return copy
-
-
-def _per_class(cls):
-    """Class decorator: give ``cls`` its own copy of each function and property of its base."""
-    copies = {}                     # id(original) -> copy, so that an alias stays an alias
-    for name, attr in list(vars(cls.__base__).items()):
-        if name in vars(cls) or not isinstance(attr, (property, types.FunctionType)):
-            continue
-        copy = copies.get(id(attr))
-        if copy is None:
-            copy = copies[id(attr)] = (property(_own_code(attr.fget))
-                                       if isinstance(attr, property) else _own_code(attr))
-        setattr(cls, name, copy)
-    return cls
-
-
 class _IPView:
     """What the IPv4 and IPv6 views share (see the module docstring for the attributes).
 
     Not instantiated: :class:`IP4` and :class:`IP6` are the views (the Observer tests
-    ``type(ip) is IP4``), each running its own copy of these functions (:func:`_per_class`).
-    The fields at version-specific offsets stay in each class (see the comment in IP4).
+    ``type(ip) is IP4``). ``proto``, ``seconds``, ``size`` and ``traffic_class`` are plain
+    attributes, not properties: nearly every chain reads them. Compiled, the attributes are C
+    fields (``dissector.pxd``).
     """
 
-    __slots__ = ()                  # the slots are the view classes' own (see IP4)
+    __slots__ = ("buf", "off", "end", "l4", "proto", "seconds", "capend", "size",
+                 "traffic_class", "_tcp", "_udp", "_icmp")
 
     # -- header fields (traffic_class: the IPv4 TOS byte / the IPv6 traffic class)
     @property
@@ -423,7 +383,17 @@ class _IPView:
     def ports(self):
         return _ports(self)
 
-    endpoints = property(endpoints)
+    @property
+    def endpoints(self):
+        return view_endpoints(self)
+
+    @property
+    def src_address(self):
+        return self.src_prefix
+
+    @property
+    def dst_address(self):
+        return self.dst_prefix
 
     # -- byte ranges
     @property
@@ -454,22 +424,14 @@ class _IPView:
                                                      self.dst_prefix, self.proto, self.size)
 
 
-@_per_class
 class IP4(_IPView):
     """IPv4 header view (see the module docstring for the attributes)."""
 
-    # proto, seconds, size and traffic_class are plain attributes: nearly every chain reads
-    # them, and a slot read costs a fraction of a property call. The slots are declared here,
-    # not in _IPView: an unspecialised read of a slot declared by a base class pays a subclass
-    # check (about 1 ns).
-    __slots__ = ("buf", "off", "end", "l4", "proto", "seconds", "capend", "size",
-                 "traffic_class", "_tcp", "_udp", "_icmp")
+    __slots__ = ()
     version = 4
     ip6 = None
     icmp6 = None
 
-    # Each view class has its own __init__: sharing the common part costs a call (about 30 ns
-    # more per IPv4 view in parse_ip).
     def __init__(self, buf, off, end, l4, proto, seconds, capend):
         self.buf = buf
         self.off = off              # IP header start in buf
@@ -519,14 +481,13 @@ class IP4(_IPView):
     def hdr_checksum(self):
         return _u16(self.buf, self.off + 10)[0]
 
-    # The fields at version-specific offsets (and icmp/icmp6) stay written out per class: made
-    # by one function, with the offsets in closure variables, each read cost 1.5 to 4 ns more
-    # (ttl 53 -> 55 ns, src_addr 328 -> 332 ns).
     @property
     def ttl(self):
         return self.buf[self.off + 8]
 
-    hop_limit = ttl
+    @property
+    def hop_limit(self):
+        return self.buf[self.off + 8]
 
     @property
     def src_prefix(self):
@@ -535,9 +496,6 @@ class IP4(_IPView):
     @property
     def dst_prefix(self):
         return Prefix(self.buf[self.off + 16:self.off + 20])
-
-    src_address = src_prefix
-    dst_address = dst_prefix
 
     @property
     def src_addr(self):
@@ -564,12 +522,10 @@ class IP4(_IPView):
         return v
 
 
-@_per_class
 class IP6(_IPView):
     """IPv6 header view (see the module docstring for the attributes)."""
 
-    __slots__ = ("buf", "off", "end", "l4", "proto", "seconds", "capend", "size",
-                 "traffic_class", "frag", "_tcp", "_udp", "_icmp")
+    __slots__ = ("frag",)
     version = 6
     ip = None
     icmp = None
@@ -609,7 +565,9 @@ class IP6(_IPView):
     def hop_limit(self):
         return self.buf[self.off + 7]
 
-    ttl = hop_limit
+    @property
+    def ttl(self):
+        return self.buf[self.off + 7]
 
     @property
     def src_prefix(self):
@@ -618,9 +576,6 @@ class IP6(_IPView):
     @property
     def dst_prefix(self):
         return Prefix(self.buf[self.off + 24:self.off + 40])
-
-    src_address = src_prefix
-    dst_address = dst_prefix
 
     @property
     def src_addr(self):
@@ -734,9 +689,9 @@ def dissect(buf, linktype=DLT_EN10MB, seconds=0.0):
 # ---------------------------------------------------------------------------- transport views
 
 class _TransportView:
-    """What the TCP and UDP views share; each runs its own copy (see :func:`_per_class`)."""
+    """What the TCP and UDP views share (see the module docstring for the attributes)."""
 
-    __slots__ = ()                  # the slots are the view classes' own (see IP4)
+    __slots__ = ("buf", "off", "end")
 
     def __init__(self, buf, off, end):
         self.buf = buf
@@ -756,13 +711,11 @@ class _TransportView:
         return self.buf[self.off:self.end]
 
 
-@_per_class
 class TCP(_TransportView):
     """TCP header view (see the module docstring for the attributes)."""
 
-    __slots__ = ("buf", "off", "end", "flags")      # flags: read by every TCP chain
+    __slots__ = ("flags",)          # a plain attribute: every TCP chain reads it
 
-    # its own __init__: calling _TransportView's for the first three stores would cost a call
     def __init__(self, buf, off, end):
         self.buf = buf
         self.off = off
@@ -825,7 +778,9 @@ class TCP(_TransportView):
     def urg_ptr(self):
         return _u16(self.buf, self.off + 18)[0]
 
-    urgent = urg_ptr
+    @property
+    def urgent(self):
+        return _u16(self.buf, self.off + 18)[0]
 
     @property
     def options_raw(self):
@@ -889,11 +844,10 @@ def parse_tcp_options(raw):
     return out
 
 
-@_per_class
 class UDP(_TransportView):
     """UDP header view (see the module docstring for the attributes)."""
 
-    __slots__ = ("buf", "off", "end")
+    __slots__ = ()
 
     @property
     def len(self):

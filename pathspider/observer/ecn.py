@@ -32,7 +32,6 @@ Fixes against the reference implementations:
 * The ``ecn_split`` fields are named as 2.0's ``ECNChain`` fields; on upstream's
   ``ecn_*.pcap`` all twelve are equal.
 """
-from pathspider.observer.fastpath import fast_path
 from pathspider.observer.icmp import is_icmp_error
 from pathspider.observer.tcp import DATA_PACKET, SYN_PACKET, syn_or_data
 
@@ -63,27 +62,12 @@ _ECN_FIELDS = {'fwd_ez': False, 'fwd_eo': False, 'fwd_ce': False,
                'rev_ez': False, 'rev_eo': False, 'rev_ce': False}
 
 
-@fast_path(chain="new_flow", env={"ecn_setup_fields": _ECN_FIELDS}, code="""
-    rec.update(ecn_setup_fields)
-""")
 def ecn_setup(rec, ip):
     """new_flow: initialise the six 1.0 ECN flags; never vetoes the flow."""
     rec.update(_ECN_FIELDS)
     return True
 
 
-# The field set by each traffic class value, per direction (for the inline form below).
-_FWD_BY_TC = tuple(_KEYS_10[0][tc & 3] for tc in range(256))
-_REV_BY_TC = tuple(_KEYS_10[1][tc & 3] for tc in range(256))
-
-
-# (the fast path only sees TCP and UDP packets, never an ICMP error)
-@fast_path(uses=("tc",), env={"ECN_FWD_BY_TC": _FWD_BY_TC, "ECN_REV_BY_TC": _REV_BY_TC},
-           code="""
-    ecn_code_key = (ECN_REV_BY_TC if rev else ECN_FWD_BY_TC)[tc]
-    if ecn_code_key is not None:
-        rec[ecn_code_key] = True
-""")
 def ecn_code(rec, ip, rev):
     """ip4/ip6: record the packet's ECN codepoint in its direction (1.0 fields)."""
     code = ip.traffic_class & 3

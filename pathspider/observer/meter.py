@@ -31,6 +31,7 @@ import time
 
 from pathspider.constants import SHUTDOWN_SENTINEL
 from pathspider.observer.basic import basic_count, basic_flow
+from pathspider.observer.build import log_meter_mode
 from pathspider.observer.flowtable import FlowTable
 from pathspider.observer.source import PacketSource, PacketSourceError
 
@@ -105,6 +106,7 @@ class Observer:
         """Open the packet source (in the process that will read it)."""
         if self.table is None:
             self.source.open()
+            log_meter_mode()
             self.table = FlowTable(self.source.linktype, self.chains,
                                    self.idle_timeout, self.expiry_timeout)
         return self

@@ -42,7 +42,6 @@ data (2.0's DSCP chain misclassified padded control segments this way).
 
 from pathspider.observer.dissector import parse_tcp_options
 from pathspider.observer.icmp import is_icmp_error
-from pathspider.observer.fastpath import fast_path
 
 TCP_CWR = 0x80
 TCP_ECE = 0x40
@@ -74,62 +73,43 @@ TO_EXPB = 255
 TO_EXP_FASTOPEN = (0xF9, 0x89)
 TO_EXID_FASTOPEN = TO_EXP_FASTOPEN   # the 2.0 name of the same magic
 
+# The flags the per-packet functions test, under private names: C constants when compiled
+# (tcp.pxd), where the public names above stay Python objects for plugins.
+_SYN, _ACK, _FIN, _RST = TCP_SYN, TCP_ACK, TCP_FIN, TCP_RST
 _FIN_RST = TCP_FIN | TCP_RST
-_FIN_OR_RST = tuple(bool(flags & _FIN_RST) for flags in range(0x1000))
-"""Indexed by the 12-bit flags: is FIN or RST set? (A table lookup is cheaper than ``&``.)"""
 
 
 _TCP_FIELDS = {'fwd_syn_flags': None, 'rev_syn_flags': None, 'fwd_fin': False,
                'rev_fin': False, 'fwd_rst': False, 'rev_rst': False, 'tcp_connected': False}
 
 
-@fast_path(chain="new_flow", env={"tcp_setup_fields": _TCP_FIELDS}, code="""
-    rec.update(tcp_setup_fields)
-""")
 def tcp_setup(rec, ip):
     """new_flow: initialise the handshake and teardown fields; never vetoes the flow."""
     rec.update(_TCP_FIELDS)
     return True
 
 
-@fast_path(uses=("flags",), env={"TCP_SYN": TCP_SYN, "TCP_ACK": TCP_ACK}, code="""
-    if not rec['tcp_connected']:
-        if flags & TCP_SYN:
-            rec['rev_syn_flags' if rev else 'fwd_syn_flags'] = flags
-        elif flags & TCP_ACK and not rev and rec['fwd_syn_flags'] is not None:
-            tcp_handshake_rs = rec['rev_syn_flags']
-            if tcp_handshake_rs is not None and tcp_handshake_rs & TCP_ACK:
-                rec['tcp_connected'] = True
-""")
 def tcp_handshake(rec, tcp, rev):
     """tcp: record SYN flags per direction and notice the completed three-way handshake."""
     if rec['tcp_connected']:
         return True
     flags = tcp.flags
-    if flags & TCP_SYN:
+    if flags & _SYN:
         rec['rev_syn_flags' if rev else 'fwd_syn_flags'] = flags
-    elif flags & TCP_ACK and not rev and rec['fwd_syn_flags'] is not None:
+    elif flags & _ACK and not rev and rec['fwd_syn_flags'] is not None:
         rev_syn = rec['rev_syn_flags']
-        if rev_syn is not None and rev_syn & TCP_ACK:
+        if rev_syn is not None and rev_syn & _ACK:
             rec['tcp_connected'] = True
     return True
 
 
-@fast_path(uses=("flags",), env={"TCP_FIN": TCP_FIN, "TCP_RST": TCP_RST,
-                                 "TCP_FIN_OR_RST": _FIN_OR_RST}, code="""
-    if TCP_FIN_OR_RST[flags]:
-        if flags & TCP_FIN:
-            rec['rev_fin' if rev else 'fwd_fin'] = True
-        if flags & TCP_RST:
-            rec['rev_rst' if rev else 'fwd_rst'] = True
-""", result="not (rec['fwd_rst'] or rec['rev_rst'] or (rec['fwd_fin'] and rec['rev_fin']))")
 def tcp_complete(rec, tcp, rev):
     """tcp: record FIN and RST per direction; False (complete) after FIN+FIN or any RST."""
     flags = tcp.flags
     if flags & _FIN_RST:
-        if flags & TCP_FIN:
+        if flags & _FIN:
             rec['rev_fin' if rev else 'fwd_fin'] = True
-        if flags & TCP_RST:
+        if flags & _RST:
             rec['rev_rst' if rev else 'fwd_rst'] = True
     return not (rec['fwd_rst'] or rec['rev_rst'] or (rec['fwd_fin'] and rec['rev_fin']))
 

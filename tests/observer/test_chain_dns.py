@@ -3,7 +3,7 @@ import dns.message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain_standins import TCP, UDP
+from chain_views import TCP, UDP
 from pathspider.observer import dns as N
 from pathspider.observer.tcp import TCP_ACK, TCP_PSH
 

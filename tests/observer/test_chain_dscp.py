@@ -1,5 +1,5 @@
 """Unit tests of the DSCP chain functions (pure logic)."""
-from chain_standins import ip_icmp, ip_tcp, ip_udp
+from chain_views import ip_icmp, ip_tcp, ip_udp
 from pathspider.observer import dscp as D
 from pathspider.observer.tcp import TCP_ACK, TCP_SA, TCP_SYN
 

@@ -1,5 +1,5 @@
 """Unit tests of the ECN chain functions (pure logic)."""
-from chain_standins import ip_icmp, ip_tcp, ip_udp
+from chain_views import ip_icmp, ip_tcp, ip_udp
 from pathspider.observer import ecn as E
 from pathspider.observer.tcp import TCP_ACK, TCP_SYN
 

@@ -1,5 +1,7 @@
 """Unit tests of the ICMP chain functions (pure logic)."""
-from chain_standins import ip_icmp, ip_tcp
+from chain_views import C4, S4, ip_icmp, ip_tcp
+from pathspider.observer.dissector import DLT_RAW, dissect
+from pathspider.testing import packets as pk
 from pathspider.observer import icmp as I
 
 
@@ -46,8 +48,8 @@ def test_v6_other_types_ignored():
 
 def test_missing_header_is_not_unreachable():
     rec = fresh()
-    packet = ip_icmp(3)
-    packet.icmp = None
+    packet = dissect(pk.ip4(C4, S4, 1, b'\x03\x00'), DLT_RAW)    # 2 bytes of ICMP header
+    assert packet.icmp is None
     assert I.icmp_unreachable(rec, packet, None, True) is True
 
 

@@ -1,5 +1,5 @@
 """Unit tests of the MSS chain functions (pure logic)."""
-from chain_standins import TCP
+from chain_views import TCP
 from pathspider.observer import mss as M
 from pathspider.observer.tcp import TCP_ACK, TCP_SA, TCP_SYN
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from chain_standins import ip_tcp
+from chain_views import ip_tcp
 from pathspider.observer import chains as C
 from pathspider.observer.tcp import TCP_SYN
 

@@ -2,7 +2,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chain_standins import TCP
+from chain_views import TCP
 from pathspider.observer import tcp as T
 
 
@@ -114,17 +114,14 @@ def test_truncated_option_stops_without_raising():
 
 def test_doff_past_capture_and_no_options():
     assert T.tcp_options(TCP(T.TCP_SYN)) == {}
-    seg = TCP(T.TCP_SYN, options=opt(T.TO_MSS, b'\x05\xb4'))
-    seg.doff = 15                                     # claims 40 option bytes, has 4
+    seg = TCP(T.TCP_SYN, options=opt(T.TO_MSS, b'\x05\xb4'), doff=15)  # claims 40, has 4
     assert T.tcp_options(seg) == {T.TO_MSS: [b'\x05\xb4']}
 
 
 def test_payload_len():
     assert T.tcp_payload_len(TCP(T.TCP_ACK)) == 0
     assert T.tcp_payload_len(TCP(T.TCP_ACK, options=opt(T.TO_SACKOK), payload=b'abc')) == 3
-    seg = TCP(T.TCP_ACK)
-    seg.doff = 15
-    assert T.tcp_payload_len(seg) == 0
+    assert T.tcp_payload_len(TCP(T.TCP_ACK, doff=15)) == 0
 
 
 @settings(max_examples=400, deadline=None)

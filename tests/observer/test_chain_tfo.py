@@ -1,7 +1,7 @@
 """Unit tests of the TCP Fast Open chain functions (pure logic)."""
 import pytest
 
-from chain_standins import TCP
+from chain_views import TCP
 from pathspider.observer import tfo as F
 from pathspider.observer.tcp import TCP_ACK, TCP_SA, TCP_SYN
 

@@ -1,5 +1,5 @@
 """Unit tests of the UDP zero-checksum chain functions (pure logic)."""
-from chain_standins import UDP
+from chain_views import UDP
 from pathspider.observer import udp as U
 
 

@@ -70,7 +70,7 @@ def test_endpoints_match_the_1_0_spelling(v6, shape, si, di, cut):
 def test_address_text_cache_is_bounded_and_exact():
     d._TEXT.clear()
     for i in range(d._TEXT_MAX + 10):
-        addr = ipaddress.IPv6Address("2001:db8::%x" % i).packed
+        addr = ipaddress.IPv6Address("2001:db8::%x:%x" % (i >> 16, i & 0xFFFF)).packed
         assert d._addr_text(addr) == str(ipaddress.IPv6Address(addr))
         assert len(d._TEXT) <= d._TEXT_MAX
     mapped = ipaddress.IPv6Address("::ffff:198.18.0.1").packed

@@ -482,20 +482,28 @@ def test_plain_tcp_and_udp_take_the_fast_path():
     assert t.ct.slowpath == 2 and t.ct.flows == 2
 
 
-def test_a_compiled_chain_stops_at_the_first_falsy_result():
-    from pathspider.observer.flowtable import compile_runner
+@pytest.mark.parametrize("mode", ["plain", "general"])
+def test_a_chain_stops_at_the_first_falsy_result_across_chains(mode):
+    """Library and plugin functions mixed in the ip4 and tcp chains: each is called with the
+    1.0 arguments, in order, until the first falsy result; that result completes the flow."""
+    from pathspider.observer.tcp import tcp_handshake, tcp_setup
     log = []
 
     def f(value, tag):
         def fn(rec, hdr, rev):
-            log.append((tag, hdr, rev))
+            log.append((tag, type(hdr).__name__, rev))
             return value
         return fn
 
-    assert compile_runner((), ()) is None
-    runner = compile_runner((f(1, "a"), f("yes", "b")), (f(None, "c"), f(True, "d")))
-    assert not runner.run("rec", False, "ip", "l4", 0, 0, 0)
-    assert log == [("a", "ip", False), ("b", "ip", False), ("c", "l4", False)]
+    chains = {"new_flow": [basic_flow, tcp_setup],
+              "ip4": [basic_count, f(1, "a"), f("yes", "b")],
+              "tcp": [tcp_handshake, f(None, "c"), f(True, "d")]}
+    t = FlowTable(RAW, chains, idle_timeout=30, expiry_timeout=5, **MODES[mode])
+    t.process_packet(mk.tcp4(C4, S4, 1, 2, mk.SYN), 1.0)
+    assert log == [("a", "IP4", False), ("b", "IP4", False), ("c", "TCP", False)]
+    (rec,) = flushed(t)
+    assert rec["pkt_fwd"] == 1 and rec["fwd_syn_flags"] == mk.SYN
+    assert t.ct.emitted == 1 and t.ct.chain_errors == 0
 
 
 # ------------------------------------------------------------------ a fresh SYN starts a new flow
@@ -505,14 +513,14 @@ def test_a_compiled_chain_stops_at_the_first_falsy_result():
 
 SYN, ACK, FIN, RST, PSH = mk.SYN, mk.ACK, mk.FIN, mk.RST, mk.PSH
 
-#: how the chains run: pasted into a copy of process, in compiled runners, or all called
-MODES = {"specialised": {}, "runners": {"specialise": False}, "called": {"inline": False}}
+#: plain packets read in place (the default) or every packet through the dissector
+MODES = {"plain": {}, "general": {"plain_path": False}}
 #: link types and wrappers: the first three take the fast path, a VLAN tag the general one
 PATHS = {"raw": (RAW, lambda p: p), "eth": (1, mk.eth), "sll": (113, mk.sll),
          "vlan": (1, lambda p: mk.eth(p, vlans=((0x8100, 7),)))}
 
 
-def tcp_table(mode="specialised", linktype=RAW, new_flow=(), **kw):
+def tcp_table(mode="plain", linktype=RAW, new_flow=(), **kw):
     chains = {"new_flow": [*new_flow, basic_flow, tcp_setup], "ip4": [basic_count],
               "ip6": [basic_count], "tcp": [tcp_handshake, tcp_complete]}
     return FlowTable(linktype, chains, **MODES[mode], **kw)
@@ -577,8 +585,8 @@ def handshake(sip, pkts, fin=True, rst=False, connected=True, rev_syn=SYN | ACK,
             "rev_fin": fin, "fwd_rst": rst, "rev_rst": False}
 
 
-def check_path(table, path):
-    if path == "vlan":
+def check_path(table, path, mode="plain"):
+    if path == "vlan" or mode == "general":
         assert table.ct.slowpath == table.ct.packets
     else:
         assert table.ct.slowpath == 0
@@ -610,7 +618,7 @@ def test_port_reuse_after_fin_within_the_expiry_gives_two_flows(mode, path, v6):
     assert (new["first"], new["last"]) == (b[0][0], b[-1][0])
     assert (t.ct.flows, t.ct.emitted, t.ct.syn_restarts) == (2, 2, 1)
     assert t.tabs[6] == {}
-    check_path(t, path)
+    check_path(t, path, mode)
 
 
 @scenarios
@@ -630,7 +638,7 @@ def test_port_reuse_after_rst_gives_two_flows(mode, path, v6):
         (len(a), refused_rec),
         (len(a + b), handshake(client, (4, 2), fin=False, rst=True))]
     assert (t.ct.flows, t.ct.emitted, t.ct.syn_restarts) == (2, 2, 1)
-    check_path(t, path)
+    check_path(t, path, mode)
 
 
 @scenarios
@@ -651,7 +659,7 @@ def test_port_reuse_after_a_timed_out_syn_gives_two_flows(mode, path, v6):
         (len(a + b), handshake(client, (5, 3)))]
     assert out[0][1]["last"] == 13.0
     assert (t.ct.flows, t.ct.emitted, t.ct.syn_restarts) == (2, 2, 1)
-    check_path(t, path)
+    check_path(t, path, mode)
 
 
 @scenarios
@@ -670,7 +678,7 @@ def test_a_syn_retransmission_stays_in_its_flow(mode, path, v6):
     assert [(i, tcp_view(r)) for i, r in out] == [
         (len(pkts), handshake(client, (7, 3)))]
     assert (t.ct.flows, t.ct.syn_restarts) == (1, 0)
-    check_path(t, path)
+    check_path(t, path, mode)
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
