@@ -5,15 +5,18 @@ imports its runtime dependencies.
 
 The Observer's meter (the dissector, the flow table and the chain library) is compiled with
 Cython in pure-Python mode: each ``.py`` file is the only source, its ``.pxd`` beside it adds C
-types. The extensions are optional: without Cython or a C compiler the build goes on and the
-same files run interpreted (the Observer logs which meter it runs).
+types. The meter is built whole or not at all (its modules use each other's C types): without
+Cython or a C compiler the build goes on, no extension is left behind, and the same files run
+interpreted (the Observer logs which meter it runs, see pathspider/observer/build.py).
 """
 import ast
+import os
 import re
 import sys
 from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,12 +34,46 @@ def meter_extensions():
         print("setup.py: Cython is not installed: the Observer's meter stays interpreted",
               file=sys.stderr)
         return []
-    extensions = [Extension("pathspider.observer." + name, ["pathspider/observer/%s.py" % name],
-                            optional=True)
+    extensions = [Extension("pathspider.observer." + name, ["pathspider/observer/%s.py" % name])
                   for name in METER_MODULES]
-    return cythonize(extensions, build_dir="build/cython", quiet=True,
-                     compiler_directives={"language_level": 3, "annotation_typing": False,
-                                          "embedsignature": True})
+    extensions = cythonize(extensions, build_dir="build/cython", quiet=True,
+                           compiler_directives={"language_level": 3, "annotation_typing": False,
+                                                "embedsignature": True})
+    for extension in extensions:
+        extension.optional = True           # (cythonize does not keep it)
+    return extensions
+
+
+class BuildMeter(build_ext):
+    """build_ext for the meter: in parallel, and all of it or nothing.
+
+    Each extension is optional (a missing compiler is no install failure); if any of them
+    did not build, the others are removed too, so that the meter runs interpreted as a whole
+    rather than half compiled (or with extensions of an older source).
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+
+    def run(self):
+        self._built = set()
+        super().run()
+        if all(ext.name in self._built for ext in self.extensions):
+            return
+        for ext in self.extensions:             # leave no part (nor an older build) behind
+            path = self.get_ext_fullpath(ext.name)
+            if os.path.exists(path):
+                os.remove(path)
+        print("setup.py: the meter did not compile (%d of %d modules failed): it runs "
+              "interpreted" % (len(self.extensions) - len(self._built), len(self.extensions)),
+              file=sys.stderr)
+
+    def build_extension(self, ext):
+        super().build_extension(ext)            # raises if it failed (then skipped: optional)
+        self._built.add(ext.name)
+
 
 VERSION = re.search(r'__version__ = "([^"]+)"',
                     (HERE / "pathspider" / "version.py").read_text()).group(1)
@@ -52,6 +89,7 @@ setup(
     packages=find_packages(include=["pathspider", "pathspider.*"]),
     include_package_data=True,
     ext_modules=meter_extensions(),
+    cmdclass={"build_ext": BuildMeter},
     install_requires=[
         "straight.plugin>=1.5",
         "pyroute2>=0.7",

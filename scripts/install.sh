@@ -12,11 +12,28 @@ command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
-if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
+# A C compiler and the Python headers build the Observer's compiled meter (setup.py). Without
+# them pathspider still installs and the meter runs interpreted: same records, slower.
+want_apt=()
+command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || want_apt+=(gcc libc6-dev)
+if ! python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    >/dev/null 2>&1; then
+  want_apt+=(python3-dev)
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  if [ ${#need_apt[@]} -gt 0 ]; then
     echo "install.sh: missing system packages (${need_apt[*]}); run as root to install them" >&2
     exit 1
   fi
+  if [ ${#want_apt[@]} -gt 0 ]; then
+    echo "install.sh: no ${want_apt[*]} (run as root to install them): the Observer's meter" \
+         "will run interpreted" >&2
+  fi
+else
+  need_apt+=("${want_apt[@]}")
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install.sh: installing system packages: ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -37,5 +54,8 @@ if ! .venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_
   echo "install.sh: installing pathspider into .venv failed (see above)" >&2
   exit 1
 fi
+grep -h "^setup.py:" "$log" >&2 || true      # e.g. the meter did not compile
 rm -f "$log"
-echo "install.sh: pathspider installed in $(pwd)/.venv (run .venv/bin/pathspider)" >&2
+meter="$(.venv/bin/python -c 'from pathspider.observer import meter_mode; print(meter_mode())')"
+echo "install.sh: pathspider installed in $(pwd)/.venv (run .venv/bin/pathspider);" \
+     "Observer meter: $meter" >&2

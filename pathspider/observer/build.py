@@ -16,8 +16,8 @@ import os
 logger = logging.getLogger("pathspider.observer.build")
 
 #: The modules of :mod:`pathspider.observer` that setup.py compiles (it reads this line).
-METER_MODULES = ("dissector", "flowtable", "basic", "tcp", "icmp", "ecn", "dscp", "evil",
-                 "tfo", "mss", "udp", "dns")
+METER_MODULES = ("dissector", "icmp", "tcp", "basic", "ecn", "dscp", "evil", "tfo", "mss",
+                 "udp", "dns", "native", "flowtable")
 
 _EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 _logged = []

@@ -22,7 +22,7 @@ Entry points
 counts as payload (python-libtrace counted padding of short frames as TCP payload).
 
 Views returned by :func:`parse_ip`/:func:`dissect` stay valid as long as their buffer. The
-views the Observer hands to chain functions are only valid during the call: its fast path
+views the Observer hands to chain functions are only valid during the call: its flow table
 reuses them from packet to packet (python-libtrace also reused one packet object). Store the
 values you need in the flow record, never a view.
 

@@ -5,6 +5,7 @@
 
 cimport cython
 from pathspider.observer.dissector cimport _IPView, IP4, IP6, TCP, UDP
+from pathspider.observer.native cimport call_ip, call_tcp, call_udp
 
 cdef int ACTIVE, EXPIRING, IGNORED, GONE      # flow states
 cdef int _TCP, _UDP
@@ -35,6 +36,7 @@ cdef class FlowTable:
     cdef public bint ethernet, plain_path
     cdef public tuple new_flow_chain, ip4_chain, ip6_chain, icmp4_chain, icmp6_chain
     cdef public tuple tcp_chain, udp_chain, l4_chain
+    cdef tuple _ip4_steps, _ip6_steps, _tcp_steps, _udp_steps
     cdef public object idle_timeout, expiry_timeout
     cdef public list tabs, heap, emitted
     cdef public dict bins, fragmap
@@ -76,7 +78,7 @@ cdef class FlowTable:
     @cython.locals(ct=Counters)
     cdef _general_packet(self, pkts, Py_ssize_t off, Py_ssize_t end, double ts)
 
-    @cython.locals(rec=dict, flow=Flow, rev=bint, ok=bint, chain=tuple)
+    @cython.locals(rec=dict, flow=Flow, rev=bint, ok=bint)
     cdef _dispatch(self, _IPView ip, dict tab, bytes key, object q, bint quoted, object syn,
                    double ts)
 

@@ -59,10 +59,12 @@ reused from packet to packet, and the flow key is one slice of the packet (addre
 are contiguous there). Every other packet is parsed by the dissector
 (:meth:`FlowTable._general_packet`). From the flow lookup on, both take the same code
 (:meth:`FlowTable._dispatch`): one dict lookup finds the flow (stored under its forward and its
-reverse key, with the direction in the entry), idle timers are re-armed lazily when their bin
-comes up, and every chain function, the library's and plugins' alike, is called as
-``fn(rec, header, rev)`` in chain order. The reused views are valid during the call only, as
-python-libtrace's packet object was: store values in the record, never a view.
+reverse key; the direction is whether the packet's key is the forward one), idle timers are
+re-armed lazily when their bin comes up, and every chain function, the library's and plugins'
+alike, is called as ``fn(rec, header, rev)`` in chain order (compiled, the library's
+per-packet functions as C functions: :mod:`pathspider.observer.native`). The reused views
+are valid during the call only, as python-libtrace's packet object was: store values in the
+record, never a view.
 
 Speed: when pathspider is installed with a C compiler this module, the dissector and the chain
 library are compiled (Cython's pure-Python mode: ``flowtable.pxd`` gives the names here C
@@ -81,6 +83,8 @@ import traceback
 from pathspider.observer import dissector
 from pathspider.observer.dissector import (IP4, IP6, TCP, UDP, ICMP, ICMP6, DissectError,
                                            Malformed, NotIP, Short, parse_ip)
+from pathspider.observer.native import (IP_FUNCTIONS, TCP_FUNCTIONS, UDP_FUNCTIONS, call_ip,
+                                        call_tcp, call_udp, steps)
 from pathspider.observer.source import META
 
 logger = logging.getLogger("pathspider.observer.flowtable")
@@ -208,6 +212,11 @@ class FlowTable:
         self.tcp_chain = tuple(chains.get("tcp", ()))
         self.udp_chain = tuple(chains.get("udp", ()))
         self.l4_chain = tuple(chains.get("l4", ()))
+        # the per-packet chains as the table runs them (native.py)
+        self._ip4_steps = steps(self.ip4_chain, IP_FUNCTIONS)
+        self._ip6_steps = steps(self.ip6_chain, IP_FUNCTIONS)
+        self._tcp_steps = steps(self.tcp_chain, TCP_FUNCTIONS)
+        self._udp_steps = steps(self.udp_chain, UDP_FUNCTIONS)
         self.idle_timeout = idle_timeout
         self.expiry_timeout = expiry_timeout
         self.tabs = [dict() for _ in range(256)]     # one table per IP protocol number
@@ -508,11 +517,12 @@ class FlowTable:
             rev = False
         rec = flow.rec
         rec["last"] = ts
-        # ---- the chains: the first falsy result stops them and completes the flow
+        # ---- the chains: the first falsy result stops them and completes the flow (a
+        # number in a chain stands for a library function called natively, see native.py)
         try:
             ok = True
-            for fn in (self.ip4_chain if type(ip) is IP4 else self.ip6_chain):
-                if not fn(rec, ip, rev):
+            for fn in (self._ip4_steps if type(ip) is IP4 else self._ip6_steps):
+                if not (call_ip(fn, rec, ip, rev) if type(fn) is int else fn(rec, ip, rev)):
                     ok = False
                     break
             if ok and ip._icmp:
@@ -520,20 +530,25 @@ class FlowTable:
                     if not fn(rec, ip, q, rev):
                         ok = False
                         break
-            if ok:
-                l4 = ip._tcp
-                if l4:
-                    chain = self.tcp_chain
-                elif ip._udp:
-                    l4 = ip._udp
-                    chain = self.udp_chain
-                elif ip.proto == _TCP or ip.proto == _UDP:
-                    chain = ()              # no complete transport header (a fragment)
-                else:
-                    l4 = ip
-                    chain = self.l4_chain
-                for fn in chain:
-                    if not fn(rec, l4, rev):
+            if not ok:
+                pass
+            elif ip._tcp:
+                tcp = ip._tcp
+                for fn in self._tcp_steps:
+                    if not (call_tcp(fn, rec, tcp, rev) if type(fn) is int
+                            else fn(rec, tcp, rev)):
+                        ok = False
+                        break
+            elif ip._udp:
+                udp = ip._udp
+                for fn in self._udp_steps:
+                    if not (call_udp(fn, rec, udp, rev) if type(fn) is int
+                            else fn(rec, udp, rev)):
+                        ok = False
+                        break
+            elif ip.proto != _TCP and ip.proto != _UDP:     # (else: a fragment, no header)
+                for fn in self.l4_chain:
+                    if not fn(rec, ip, rev):
                         ok = False
                         break
         except Exception as err:            # a chain bug must not stop the observer
