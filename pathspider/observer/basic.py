@@ -22,6 +22,7 @@ Fixes and differences against the reference implementations:
   same.
 """
 
+from pathspider.observer.dissector import _IPView, view_endpoints
 
 
 def extract_ports(ip):
@@ -47,11 +48,13 @@ def _endpoints_without_shortcut(rec, ip):
 
 def basic_flow(rec, ip):
     """new_flow chain: addresses, protocol and ports of the first packet; zero counters."""
-    try:        # the dissector's shortcut for str(ip.src_prefix), ..., extract_ports(ip)
-        rec["sip"], rec["dip"], rec["sp"], rec["dp"] = ip.endpoints
-    except AttributeError:
+    if isinstance(ip, _IPView):  # the dissector's shortcut for str(ip.src_prefix), ...
+        view = ip
+        rec["sip"], rec["dip"], rec["sp"], rec["dp"] = view_endpoints(view)
+        rec["proto"] = view.proto
+    else:
         _endpoints_without_shortcut(rec, ip)
-    rec["proto"] = ip.proto
+        rec["proto"] = ip.proto
     rec.update(_ZERO_COUNTERS)
     return True
 

@@ -39,10 +39,11 @@ cdef class ICMP:
 cdef class ICMP6(ICMP):
     pass
 
+@cython.locals(cache=dict)
 cpdef str _addr_text(addr)
 
-@cython.locals(off=Py_ssize_t)
+@cython.locals(p="const unsigned char *", off=Py_ssize_t)
 cpdef tuple view_endpoints(_IPView ip)
 
-@cython.locals(proto=int, l4=Py_ssize_t)
+@cython.locals(proto=int, p="const unsigned char *", l4=Py_ssize_t)
 cpdef tuple _ports(_IPView ip)

@@ -264,11 +264,12 @@ _TEXT_MAX = 1 << 16
 
 def _addr_text(addr):
     """Text of a 4- or 16-byte address (cached; see ``_TEXT``)."""
-    text = _TEXT.get(addr)
+    cache = _TEXT
+    text = cache.get(addr)
     if text is None:
-        if len(_TEXT) >= _TEXT_MAX:
-            _TEXT.clear()
-        text = _TEXT[addr] = _ntoa(addr) if len(addr) == 4 else _addr6(addr)
+        if len(cache) >= _TEXT_MAX:
+            cache.clear()
+        text = cache[addr] = _ntoa(addr) if len(addr) == 4 else _addr6(addr)
     return text
 
 
@@ -278,11 +279,12 @@ def view_endpoints(ip):
     The addresses as ``str(ip.src_prefix)`` writes them, the ports as :func:`_ports` gives
     them, in one call: ``basic_flow`` reads them for every new flow. Also ``endpoints``.
     """
-    buf, off = ip.buf, ip.off
+    p = ip.buf                      # (compiled: a pointer to its bytes)
+    off = ip.off
     if type(ip) is IP4:
-        src, dst = buf[off + 12:off + 16], buf[off + 16:off + 20]
+        src, dst = p[off + 12:off + 16], p[off + 16:off + 20]
     else:
-        src, dst = buf[off + 8:off + 24], buf[off + 24:off + 40]
+        src, dst = p[off + 8:off + 24], p[off + 24:off + 40]
     sp, dp = _ports(ip)
     return _addr_text(src), _addr_text(dst), sp, dp
 
@@ -305,8 +307,8 @@ def _ports(ip):
         return (None, None)
     if view is None:
         return (None, None)
-    buf, l4 = ip.buf, ip.l4         # the transport view starts at l4
-    return (buf[l4] << 8) | buf[l4 + 1], (buf[l4 + 2] << 8) | buf[l4 + 3]
+    p, l4 = ip.buf, ip.l4           # the transport view starts at l4
+    return (p[l4] << 8) | p[l4 + 1], (p[l4 + 2] << 8) | p[l4 + 3]
 
 
 class Prefix:
@@ -682,7 +684,13 @@ def parse_ip(buf, off, end, seconds=0.0):
 
 
 def dissect(buf, linktype=DLT_EN10MB, seconds=0.0):
-    """Return the IP view of one packet ``buf`` captured with ``linktype`` (tests, tools)."""
+    """Return the IP view of one packet ``buf`` captured with ``linktype`` (tests, tools).
+
+    ``buf``: bytes, or anything ``bytes()`` takes (a bytearray, a memoryview...), copied then:
+    the views read a bytes object.
+    """
+    if type(buf) is not bytes:
+        buf = bytes(buf)
     return parse_ip(buf, _LINK[linktype](buf, 0, len(buf)), len(buf), seconds)
 
 
