@@ -61,6 +61,14 @@ COMPLETERS_PER_WORKER = 10
 #: Most jobs a worker takes at once while connections are fast.
 BATCH_MAX = 32
 
+#: Most jobs a worker takes at once when their connections complete by themselves (the
+#: reactor's): ``connect`` only starts them, so a batch never waits for the network. Large
+#: batches keep few workers busy at once: with a hundred workers taking 32 jobs each, every
+#: system call of a connect handed the interpreter lock to another runnable worker. In
+#: ``benchmarks/e2e.py`` (a), 256 gave about 12 % more jobs/s and 15 % less CPU per job than
+#: 32; 128 to 1,000 were alike.
+SELF_COMPLETING_BATCH_MAX = 256
+
 #: Most seconds an ending waits for the Observer to flush its flows (an aborted run waits
 #: ``ABORT_SECONDS``); past it the Observer is stopped and the run ends with what it has.
 DRAIN_SECONDS = 60.0
@@ -76,8 +84,11 @@ class EngineError(RuntimeError):
 class DurationAverage:
     """Moving average of how long a plugin callback takes, to tell fast plugins from slow.
 
-    Updated from many threads under a lock (a few tens of nanoseconds, once per job or batch).
-    Starts "slow", so the first jobs of every run are handled one by one.
+    Updated from many threads under a lock (a few tens of nanoseconds, once per batch of
+    calls, with the batch's average). Starts "slow", so the first jobs of every run are handled
+    one by one (until their connections show they complete by themselves, see
+    :meth:`Engine.worker`). Durations are wall-clock time, which includes waiting for the
+    interpreter lock when many threads run.
     """
 
     FAST_SECONDS = 0.0005
@@ -98,7 +109,12 @@ class DurationAverage:
 
 class RecordQueue(queue.Queue):
     """``outqueue``: counts the records put on it, so the engine can tell whether ``merge``
-    put its record (1.0.1) or returned it (the 1.0 guide) — each is written once."""
+    put its record (1.0.1) or returned it (the 1.0 guide) — each is written once.
+
+    The writer takes records in batches (:meth:`get_batch`, :meth:`tasks_done`): one lock
+    round and one wake-up of a blocked ``merge`` for many records, instead of three lock
+    rounds per record (``get``, ``task_done`` and the ``put`` notification).
+    """
 
     def __init__(self, maxsize):
         super().__init__(maxsize)
@@ -107,6 +123,37 @@ class RecordQueue(queue.Queue):
     def _put(self, item):                   # called with the queue's lock held
         self.puts += 1
         super()._put(item)
+
+    def get_batch(self, most, block=True):
+        """Up to ``most`` items in queue order, ending with ``SHUTDOWN_SENTINEL`` if it is
+        among them; with ``block`` waits for the first, else returns ``[]`` if none is
+        queued. Call :meth:`tasks_done` with their number once they are processed."""
+        with self.not_empty:
+            if block:
+                while not self._qsize():
+                    self.not_empty.wait()
+            items = []
+            pop = self.queue.popleft
+            while self.queue and len(items) < most:
+                item = pop()
+                items.append(item)
+                if type(item) is str and item == SHUTDOWN_SENTINEL:
+                    break
+            if items:
+                self.not_full.notify(len(items))
+            return items
+
+    def tasks_done(self, count):
+        """``task_done()`` for ``count`` items at once."""
+        if count <= 0:
+            return
+        with self.all_tasks_done:
+            unfinished = self.unfinished_tasks - count
+            if unfinished < 0:
+                raise ValueError("task_done() called too many times")
+            if unfinished == 0:
+                self.all_tasks_done.notify_all()
+            self.unfinished_tasks = unfinished
 
 
 class Engine:
@@ -135,6 +182,7 @@ class Engine:
         self.active_workers = 0
         self.connect_timing = DurationAverage()
         self.post_connect_timing = DurationAverage()
+        self.connects_complete_by_themselves = False    # the last batch's connections did
         self.exception = None
         self._counter_lock = threading.Lock()
         self._in_flight = 0                 # jobs handed over and not yet completed
@@ -307,13 +355,24 @@ class Engine:
         over to be completed.
 
         While connections prove fast (see :class:`DurationAverage`) a worker takes up to
-        ``BATCH_MAX`` queued jobs at once and makes their connections in one pass through each
+        ``BATCH_MAX`` queued jobs at once, and up to ``SELF_COMPLETING_BATCH_MAX`` while they
+        complete by themselves (see :meth:`_hand_over`: ``connect`` only started them, so it
+        never waited for the network), and makes their connections in one pass through each
         configuration: with a system-wide switch between the passes, that is far fewer thread
         hand-offs per job. Slow connections are made one job at a time.
+
+        The measured duration alone could not tell: it is wall-clock time, and with a hundred
+        workers contending for the interpreter even a non-blocking connect of one job takes
+        milliseconds, so one-job batches kept themselves slow (in ``benchmarks/e2e.py`` most
+        batches held one or two jobs, and every job cost several more thread hand-offs).
         """
         try:
             while True:
-                jobs = self.jobqueue.take(BATCH_MAX if self.connect_timing.fast else 1)
+                if self.connects_complete_by_themselves:
+                    batch = SELF_COMPLETING_BATCH_MAX
+                else:
+                    batch = BATCH_MAX if self.connect_timing.fast else 1
+                jobs = self.jobqueue.take(batch)
                 if not jobs:
                     return
                 if self.terminating:
@@ -361,7 +420,9 @@ class Engine:
         such as the reactor's) is handed to the ready completer when the last of them
         completes, so no thread waits for it. Others are handed over at once: as one item
         while ``post_connect`` is fast or overlaps (``post_connect_overlaps``), else one item
-        per job, so that a slow target delays no other job.
+        per job, so that a slow target delays no other job. Whether every job of the batch
+        completed by itself decides ``connects_complete_by_themselves``, which lets workers
+        take whole batches (see :meth:`worker`).
         """
         with self.phase.cond:
             self._in_flight += len(started)
@@ -371,6 +432,7 @@ class Engine:
                 self._when_completed(entry)
             else:
                 waiting.append(entry)
+        self.connects_complete_by_themselves = not waiting
         if not waiting:
             return
         if self.spider.post_connect_overlaps or self.post_connect_timing.fast:
@@ -395,20 +457,20 @@ class Engine:
         """Run ``post_connect`` for both configurations of each entry; hand the results of
         every job to the merger together (a job's records are written both or neither)."""
         post_connect = self.spider.post_connect
+        started = time.perf_counter()
         try:
             results = []
             for job, pcs, conn0, conn1 in entries:
                 for config, conn in ((0, conn0), (1, conn1)):
-                    started = time.perf_counter()
                     try:
                         res = post_connect(job, conn, pcs, config)
                     except Exception:
                         self._job_failed(job, f"post_connect (config {config})")
                         continue
-                    finally:
-                        self.post_connect_timing.add(time.perf_counter() - started)
                     if res is not NO_RESULT:
                         results.append(res)
+            self.post_connect_timing.add((time.perf_counter() - started)
+                                         / max(1, 2 * len(entries)))
             if results and not self._results_closed:
                 self.resqueue.put((_RESULTS, results))
         finally:

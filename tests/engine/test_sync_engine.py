@@ -252,3 +252,62 @@ def test_a_plugin_replacing_spider_engine_is_told_at_start():
 
     with pytest.raises(EngineError, match="replaced spider.engine"):
         Replaces(2, "int:lo", None).start()
+
+
+class Completed:
+    """A connection that tells when it is done (as the reactor's jobs do); done at once."""
+
+    def __init__(self, job, config):
+        self.job, self.config = job, config
+
+    def add_done_callback(self, fn):
+        fn(self)
+
+
+class SelfCompleting(RecordingSpider):
+    """``connect`` only starts something that completes by itself: nothing to wait for."""
+
+    post_connect_overlaps = True
+
+    def connect(self, job, pcs, config):
+        return Completed(job, config)
+
+    def post_connect(self, job, conn, pcs, config):
+        return Result(job[0], 1000 + job[3], job[1], config, Conn.OK, job[2])
+
+
+def batch_sizes(monkeypatch):
+    from pathspider.engine import sync
+    sizes = []
+    connect_jobs = sync.SynchronizedModel.connect_jobs
+
+    def recording(self, jobs):
+        sizes.append(len(jobs))
+        return connect_jobs(self, jobs)
+
+    monkeypatch.setattr(sync.SynchronizedModel, "connect_jobs", recording)
+    return sizes
+
+
+def test_connections_that_complete_by_themselves_are_made_in_batches(monkeypatch):
+    """However long a connect takes by the clock (with many workers mostly waiting for the
+    interpreter), connects that only start a connection are batched from the first ones on."""
+    from pathspider.engine.machinery import SELF_COMPLETING_BATCH_MAX, DurationAverage
+    monkeypatch.setattr(DurationAverage, "FAST_SECONDS", 0.0)      # never "fast" by timing
+    sizes = batch_sizes(monkeypatch)
+    spider = SelfCompleting(4, "int:lo", None)
+    records = run_jobs(spider, [["198.18.64.1", 80, "x", i] for i in range(2000)])
+    assert len(records) == 4000 and spider.violations == []
+    assert sum(sizes) == 2000 and max(sizes) <= SELF_COMPLETING_BATCH_MAX
+    assert len(sizes) < 2000 // 4          # one-job batches only until the first hand-over
+    assert spider.engine.connects_complete_by_themselves
+
+
+def test_connections_that_block_are_still_made_one_job_at_a_time(targets, monkeypatch):
+    from pathspider.engine.machinery import DurationAverage
+    monkeypatch.setattr(DurationAverage, "FAST_SECONDS", 0.0)
+    sizes = batch_sizes(monkeypatch)
+    spider = RecordingSpider(4, "int:lo", None)
+    records = run_jobs(spider, make_jobs(targets, 40, 1000, 1000))
+    assert len(records) == 80 and set(sizes) == {1}
+    assert not spider.engine.connects_complete_by_themselves
