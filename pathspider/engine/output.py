@@ -1,7 +1,12 @@
 """Writing result records: one JSON object per line, as records arrive.
 
 Records are written through a buffer that is flushed whenever the output queue runs empty, so
-a slow trickle of results appears at once while a fast stream costs one write per batch.
+a slow trickle of results appears at once while a fast stream costs one write per batch. The
+writer takes every record waiting on the queue at once (:meth:`RecordQueue.get_batch
+<pathspider.engine.machinery.RecordQueue.get_batch>`) and encodes them with one JSON encoder
+built for the whole run: at the end of a run the Observer hands over the flows of every
+connection at once, and the records of all of them are merged and written in one burst while
+nothing else is left to do, so the cost per record there is the run's last stretch.
 Values JSON cannot represent (a ``Conn`` member, bytes, a datetime...) are written in a readable
 form instead of failing: a record is never lost to its encoding.
 
@@ -17,6 +22,7 @@ import datetime
 import enum
 import errno
 import json
+import json.encoder
 import logging
 import os
 import queue
@@ -44,7 +50,7 @@ def json_default(value):
 
 def record_to_dict(record):
     """1.0 plugins may put namedtuples on the output queue: write them as objects."""
-    if hasattr(record, "_asdict"):
+    if type(record) is not dict and hasattr(record, "_asdict"):
         return record._asdict()
     return record
 
@@ -55,6 +61,36 @@ _encoder = json.JSONEncoder(default=json_default, ensure_ascii=False)
 def encode_record(record):
     """The JSON line (without newline) for one record."""
     return _encoder.encode(record_to_dict(record))
+
+
+def record_encoder():
+    """A function encoding one record as :func:`encode_record` does, for one thread.
+
+    ``JSONEncoder.encode`` builds its C encoder anew for every call; this builds it once (with
+    its own circular-reference markers, emptied again if an encoding fails, so the function
+    must not be shared between threads). Falls back to :func:`encode_record` where the C
+    encoder is missing.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return encode_record
+    markers = {}
+    encode = make(markers, json_default, json.encoder.encode_basestring, None, ": ", ", ",
+                  False, False, True)
+    join = "".join
+
+    def encode_one(record):
+        if type(record) is not dict:
+            record = record_to_dict(record)
+            if isinstance(record, str):     # JSONEncoder.encode's own case for a bare str
+                return _encoder.encode(record)
+        try:
+            return join(encode(record, 0))
+        except BaseException:
+            markers.clear()
+            raise
+
+    return encode_one
 
 
 class LineSink:
@@ -115,42 +151,84 @@ def describe_output_error(exc):
     return f"writing the output failed: {exc.strerror or exc}"
 
 
+#: Most records the writer takes from the queue and writes at once.
+WRITE_BATCH = 256
+
+
 def write_records(outqueue, stream, on_record=None, on_failure=None):
     """Write every record from ``outqueue`` to ``stream`` until ``SHUTDOWN_SENTINEL``.
 
-    Calls ``outqueue.task_done()`` after each item (the engine's shutdown waits for that) and
+    Calls ``outqueue.task_done()`` for each item (the engine's shutdown waits for that) and
     ``on_record(record)`` for each record written if given. Returns the number of records
     written. If writing fails (``OSError``): without ``on_failure`` the error is raised; with
     it, ``on_failure(exc)`` is called once and the remaining records are taken from the queue
     without being written, until the sentinel.
+
+    Records are taken, encoded and handed to ``stream.write`` in batches of those waiting
+    (at most :data:`WRITE_BATCH`), as one text; ``stream`` is flushed whenever the queue is
+    empty. With a queue that has no ``get_batch`` (a plain ``queue.Queue``) a batch is one
+    record.
     """
     count = 0
     failed = False
-    get, get_nowait, done = outqueue.get, outqueue.get_nowait, outqueue.task_done
-    encode, write = encode_record, stream.write
+    take, done = _batch_taker(outqueue)
+    encode, write = record_encoder(), stream.write
     while True:
-        try:
-            record = get_nowait()
-        except queue.Empty:
+        batch = take(WRITE_BATCH, False)
+        if not batch:
             failed = _flush(stream, failed, on_failure)
-            record = get()
+            batch = take(WRITE_BATCH, True)
+        last = batch[-1]
+        end = isinstance(last, str) and last == SHUTDOWN_SENTINEL
+        records = batch[:-1] if end else batch
         try:
-            if isinstance(record, str) and record == SHUTDOWN_SENTINEL:
-                break
-            if failed:
-                continue
-            try:
-                write(encode(record) + "\n")
-            except OSError as exc:
-                failed = _failed(exc, on_failure)
-                continue
-            count += 1
-            if on_record is not None:
-                on_record(record)
+            if records and not failed:
+                lines, error = [], None
+                try:
+                    for record in records:
+                        lines.append(encode(record))
+                except Exception as exc:    # raised, as before, once the records before
+                    error = exc             # it are written
+                if lines:
+                    lines.append("")
+                    try:
+                        write("\n".join(lines))
+                    except OSError as exc:
+                        failed = _failed(exc, on_failure)
+                    else:
+                        count += len(lines) - 1
+                        if on_record is not None:
+                            for record in records[:len(lines) - 1]:
+                                on_record(record)
+                if error is not None:
+                    raise error
         finally:
-            done()
+            done(len(batch))
+        if end:
+            break
     _flush(stream, failed, on_failure)
     return count
+
+
+def _batch_taker(outqueue):
+    """``(take(most, block), done(n))`` for ``outqueue``: its own batch methods if it has them
+    (:class:`~pathspider.engine.machinery.RecordQueue`), else one item at a time."""
+    get_batch = getattr(outqueue, "get_batch", None)
+    if get_batch is not None:
+        return get_batch, outqueue.tasks_done
+    get, task_done = outqueue.get, outqueue.task_done
+
+    def take(most, block):
+        try:
+            return [get(block)]
+        except queue.Empty:
+            return []
+
+    def done(n):
+        for _ in range(n):
+            task_done()
+
+    return take, done
 
 
 def _flush(stream, failed, on_failure):
