@@ -12,9 +12,11 @@ connection in two:
   outside the lock-step): wait for the handshake with a deadline, optionally exchange an HTTP
   request and reply, and close the socket.
 
-The local (source) port is read right after the connect starts, so the result of a refused or
-timed-out connection still carries the port its SYN used, and the merger can pair it with the
-observed flow. Every path closes the socket.
+The local (source) port is read from the socket before it is closed (right after the connect
+starts, or, for the reactor's attempts, when the attempt finishes: the kernel keeps it after a
+refusal or an ICMP error too), so the result of a refused or timed-out connection still
+carries the port its SYN used, and the merger can pair it with the observed flow. Every path
+closes the socket.
 """
 import datetime
 import errno
@@ -43,18 +45,25 @@ _POLL_IN = select.POLLIN | select.POLLERR | select.POLLHUP
 
 
 class Pending:
-    """A connection attempt in progress (what ``connect`` hands to ``post_connect``)."""
+    """A connection attempt in progress (what ``connect`` hands to ``post_connect``).
 
-    __slots__ = ("sock", "ip", "rport", "port", "sip", "tstart", "started", "deadline", "error",
-                 "state", "connect_time", "sent")
+    ``tstart`` is the UTC time the attempt started, as :func:`utc_now_text` writes it. An
+    attempt made by :func:`start_connect` keeps the clock reading and makes the text when
+    ``tstart`` is first read (by whoever builds the record, after the connection), so the
+    formatting is not done while the configuration is in force.
+    """
 
-    def __init__(self, sock, ip, rport, tstart, started, timeout):
+    __slots__ = ("sock", "ip", "rport", "port", "sip", "_tstart", "_start_ns", "started",
+                 "deadline", "error", "state", "connect_time", "sent")
+
+    def __init__(self, sock, ip, rport, tstart, started, timeout, start_ns=None):
         self.sock = sock
         self.ip = ip
         self.rport = rport
         self.port = 0
         self.sip = None
-        self.tstart = tstart
+        self._tstart = tstart           # text, or None: made from _start_ns when read
+        self._start_ns = start_ns       # time.time_ns() when the attempt started
         self.started = started
         self.deadline = started + timeout
         self.error = None
@@ -62,10 +71,30 @@ class Pending:
         self.connect_time = None
         self.sent = 0
 
+    @property
+    def tstart(self):
+        text = self._tstart
+        if text is None and self._start_ns is not None:
+            text = self._tstart = utc_text(self._start_ns)
+        return text
+
+    @tstart.setter
+    def tstart(self, text):
+        self._tstart = text
+
 
 def utc_now_text():
     """The current UTC time as 1.0 wrote it (``str(datetime.utcnow())``)."""
     return str(datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None))
+
+
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+def utc_text(ns):
+    """:func:`utc_now_text` for the moment ``time.time_ns()`` returned ``ns`` (the same text:
+    ``datetime.now`` also truncates the system clock to microseconds)."""
+    return str(_EPOCH + datetime.timedelta(microseconds=ns // 1000))
 
 
 def job_host(job):
@@ -83,7 +112,13 @@ def family_of(ip):
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
-def _local_address(pending):
+def read_local_address(pending):
+    """Set ``pending.sip`` and ``pending.port`` from its socket (unchanged without one).
+
+    The kernel keeps the local address and port of a connecting socket also after the attempt
+    failed (refused, unreachable) or while it is still waiting, until the socket is closed:
+    read them any time before :func:`close`.
+    """
     try:
         name = pending.sock.getsockname()
     except (OSError, AttributeError):
@@ -91,24 +126,28 @@ def _local_address(pending):
     pending.sip, pending.port = name[0], name[1]
 
 
-def start_connect(ip, port, timeout, data=None):
+def start_connect(ip, port, timeout, data=None, local_address=True):
     """Create a non-blocking socket and start connecting to ``(ip, port)``.
 
     With ``data`` the connect is a TCP Fast Open one (``sendto`` with ``MSG_FASTOPEN``): with a
     cached cookie the data leaves on the SYN, without one the SYN asks for a cookie and the data
     is sent by :func:`send_all` after the handshake (``pending.sent`` says how much already
     left). Returns a :class:`Pending`; errors are recorded in it, never raised.
+
+    ``local_address=False`` leaves ``sip`` and ``port`` unread: the caller reads them with
+    :func:`read_local_address` before closing the socket (the reactor does, off the thread
+    that makes connections while a configuration is in force).
     """
-    tstart = utc_now_text()
+    start_ns = time.time_ns()
     started = time.monotonic()
     family = family_of(ip)
     try:
         sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     except OSError as exc:          # e.g. EMFILE: report the job as failed, do not lose it
-        pending = Pending(None, ip, port, tstart, started, timeout)
+        pending = Pending(None, ip, port, None, started, timeout, start_ns)
         pending.error = exc.errno or errno.EIO
         return pending
-    pending = Pending(sock, ip, port, tstart, started, timeout)
+    pending = Pending(sock, ip, port, None, started, timeout, start_ns)
     try:
         _receive_errors(sock, family)
         if data is None:
@@ -124,7 +163,8 @@ def start_connect(ip, port, timeout, data=None):
     except BaseException:
         sock.close()
         raise
-    _local_address(pending)
+    if local_address:
+        read_local_address(pending)
     return pending
 
 
@@ -175,7 +215,7 @@ def finish_connect(pending):
                 pending.state = Conn.OK
         pending.connect_time = time.monotonic() - pending.started
         if not pending.port:
-            _local_address(pending)
+            read_local_address(pending)
     return pending.state
 
 

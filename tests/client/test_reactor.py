@@ -21,15 +21,17 @@ class Server:
         self.port = self.listener.getsockname()[1]
         self.reply = reply
         self.requests = []
+        self.peer_ports = set()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     def _serve(self):
         while True:
             try:
-                conn, _ = self.listener.accept()
+                conn, peer = self.listener.accept()
             except OSError:
                 return
+            self.peer_ports.add(peer[1])
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn):
@@ -148,3 +150,43 @@ def test_open_sockets_are_bounded(server):
             s.close()
         silent.close()
         bounded.close()
+
+
+def closed_port():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def test_started_attempts_get_their_local_address_when_they_finish(reactor, server):
+    """``Reactor.start`` leaves the local address to the reactor (a system call fewer for the
+    connect worker); every outcome still carries the port its SYN used."""
+    ok = reactor.start("127.0.0.1", server.port, 5, b"GET / HTTP/1.1\r\n\r\n")
+    refused = reactor.start("127.0.0.1", closed_port(), 5, b"GET / HTTP/1.1\r\n\r\n")
+    for job, state in ((ok, Conn.OK), (refused, Conn.FAILED)):
+        attempt = job.wait().attempt
+        assert attempt.state == state and attempt.port > 0 and attempt.sip == "127.0.0.1"
+        assert attempt.sock.fileno() == -1
+    assert ok.attempt.port in server.peer_ports
+
+
+def test_a_started_attempt_that_times_out_keeps_its_port(reactor):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        attempt = reactor.start("127.0.0.1", port, 0.3).wait().attempt
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+    assert attempt.state == Conn.TIMEOUT and attempt.port > 0 and attempt.sip == "127.0.0.1"

@@ -88,3 +88,41 @@ def test_job_columns_are_optional():
     assert tcpclient.job_host(["198.18.64.1", 80]) == ""
     assert tcpclient.job_rank(["198.18.64.1", 80, "h"]) is None
     assert tcpclient.job_rank(["198.18.64.1", 80, "h", "7"]) == "7"
+
+
+def test_start_time_text_is_made_when_read_and_reads_as_utc_now_text():
+    import datetime
+    import time
+    before = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    attempt = tcpclient.start_connect("127.0.0.1", 9, 5)
+    after = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    tcpclient.close(attempt)
+    assert attempt._tstart is None                  # not formatted while connecting
+    text = attempt.tstart
+    assert before <= datetime.datetime.fromisoformat(text) <= after
+    assert attempt.tstart is text
+    ns = time.time_ns()
+    seconds, micros = divmod(ns // 1000, 10**6)
+    expected = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    assert tcpclient.utc_text(ns) == str(expected.replace(tzinfo=None, microsecond=micros))
+    assert tcpclient.utc_text(1_000_000_000 * 10**9) == "2001-09-09 01:46:40"   # as str()
+    explicit = tcpclient.Pending(None, "127.0.0.1", 80, "t", 0.0, 1)
+    assert explicit.tstart == "t"
+
+
+def test_the_local_address_can_be_read_later():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    closed_port = probe.getsockname()[1]
+    probe.close()
+    attempt = tcpclient.start_connect("127.0.0.1", closed_port, 5, local_address=False)
+    assert attempt.port == 0 and attempt.sip is None
+    assert tcpclient.finish_connect(attempt) == Conn.FAILED     # reads it if not read yet
+    assert attempt.port > 0 and attempt.sip == "127.0.0.1"
+    later = tcpclient.start_connect("127.0.0.1", closed_port, 5, local_address=False)
+    tcpclient.finish_connect(later)
+    port = later.port
+    later.port = 0
+    tcpclient.read_local_address(later)             # still there after the refusal
+    tcpclient.close(later)
+    assert later.port == port > 0
