@@ -28,14 +28,26 @@ def canonical_address(address):
 
     IPv4 text is returned as given: the input reader has validated it already and the Observer
     renders it the same way. Unparseable text is returned unchanged so it can still match
-    itself.
+    itself. IPv6 forms are remembered (a target's flow and results ask for the same text),
+    up to ``_CANONICAL_KEPT`` of them.
     """
     if not isinstance(address, str) or ":" not in address:
         return address
-    try:
-        return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, address))
-    except (OSError, ValueError):
-        return address
+    canonical = _canonical.get(address)
+    if canonical is None:
+        try:
+            canonical = socket.inet_ntop(socket.AF_INET6,
+                                         socket.inet_pton(socket.AF_INET6, address))
+        except (OSError, ValueError):
+            canonical = address
+        if len(_canonical) >= _CANONICAL_KEPT:
+            _canonical.clear()
+        _canonical[address] = canonical
+    return canonical
+
+
+_canonical = {}
+_CANONICAL_KEPT = 65536
 
 
 def flow_key(flow):

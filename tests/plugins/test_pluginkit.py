@@ -263,3 +263,27 @@ def test_refused_connection_still_builds_a_record():
         record, merged = run_one(spider, ("127.0.0.1", port, "", 1), 0)
     assert (record.connstate, record.spdr_state, record.http_status) == (False, 1, None)
     assert merged["sp"] == record.port and merged["dp"] == port
+
+
+# ---- merged records -------------------------------------------------------------------------------
+
+MergeRes = collections.namedtuple("MergeRes", ["ip", "rport", "port", "sip", "a", "b", "c"])
+
+
+@pytest.mark.parametrize("fields", [("a", "b", "c"), ["a", "b", "c"], ("c",), (), ["b"]])
+def test_merged_record_copies_the_fields_in_order(fields):
+    res = MergeRes("198.18.64.1", 80, 40000, "198.18.0.2", 1, "two", None)
+    flow = {"dip": "198.18.64.1", "sp": 40000, "pkt_fwd": 5}
+    record = pluginkit.merged_record(flow, res, fields)
+    assert record is flow
+    assert list(record) == ["dip", "sp", "pkt_fwd", "observed", *fields]
+    assert all(record[name] == getattr(res, name) for name in fields)
+    unobserved = pluginkit.merged_record(NO_FLOW, res, fields)
+    assert list(unobserved) == ["sip", "dip", "sp", "dp", "observed", *fields]
+    assert unobserved["observed"] is False and unobserved["sp"] == 40000
+
+
+def test_merged_record_of_a_result_without_a_field_raises():
+    res = MergeRes("198.18.64.1", 80, 40000, "198.18.0.2", 1, "two", None)
+    with pytest.raises(AttributeError):
+        pluginkit.merged_record({"dip": "x", "sp": 1}, res, ("a", "missing"))
