@@ -8,16 +8,37 @@ served. TCP Fast Open is enabled on the listeners (the namespace also needs
 
 One request per connection: the response carries ``Connection: close`` and the server closes,
 which is all a measurement client needs and keeps the per-connection cost small.
+
+The server is one ``epoll`` loop over plain sockets (:class:`Server`), not asyncio: the lab's
+servers share the machine with the measurement they serve (``benchmarks/e2e.py`` runs both on
+the same two cores), and asyncio's per-connection machinery (transport and protocol objects,
+scheduled callbacks, a timer, a peer-name look-up, epoll registration and removal) made these
+processes the largest user of CPU time after the measurement itself. A connection needs an
+accept, a read of its request (which has usually arrived by the time the connection is
+accepted, so it is read at once, without registering the socket with epoll), a write and a
+close; responses are built once per request line and target address. What goes on the wire
+is what the asyncio server sent: the same bytes, one write, then the close (FIN).
 """
 import argparse
-import asyncio
+import collections
+import logging
+import select
 import socket
+import time
 
 from . import plan, service
+
+log = logging.getLogger("pathspider.lab.httpd")
 
 MAX_HEADER = 8192
 IDLE_TIMEOUT = 10.0
 TFO_QUEUE = 1024
+#: Bytes read from a connection at a time.
+READ_SIZE = 65536
+#: Most connections accepted from one listener before the loop looks at the others.
+ACCEPT_BATCH = 256
+#: Responses remembered (by request line and target address) before the memo is cleared.
+RESPONSES_KEPT = 65536
 
 _REASONS = {200: "OK", 400: "Bad Request", 405: "Method Not Allowed",
             431: "Request Header Fields Too Large"}
@@ -52,37 +73,172 @@ def handle_request(head, local_ip):
     return response(200, page(local_ip), head_only=(method == b"HEAD"))
 
 
-class HTTPProtocol(asyncio.Protocol):
-    """Reads one request header block, writes the response, closes."""
+class _Connection:
+    """An accepted connection whose request has not (completely) arrived, or whose response
+    could not be written at once."""
 
-    __slots__ = ("transport", "buf", "timer")
+    __slots__ = ("sock", "local_ip", "buf", "out", "deadline")
 
-    def connection_made(self, transport):
-        self.transport = transport
-        self.buf = b""
-        self.timer = asyncio.get_running_loop().call_later(IDLE_TIMEOUT, transport.abort)
+    def __init__(self, sock, local_ip, buf, deadline):
+        self.sock = sock
+        self.local_ip = local_ip
+        self.buf = buf
+        self.out = None
+        self.deadline = deadline
 
-    def data_received(self, data):
-        self.buf += data
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buf) > MAX_HEADER:
-                self._finish(response(431, b"header too large\n"))
+
+class Server:
+    """The epoll loop of one server process (see the module docstring).
+
+    A connection is accepted, and its request read at once: when the client's request has
+    already arrived (the usual case) the response is written and the socket closed without
+    ever being registered with epoll. Otherwise the socket waits in epoll until the header
+    block is complete (or the client closes, or ``IDLE_TIMEOUT`` passes: then it is closed,
+    as the asyncio server aborted it). Deadlines are kept in arrival order (the timeout is
+    the same for all), so the loop sleeps exactly until the first one.
+    """
+
+    def __init__(self, listeners, stop_fd):
+        self.epoll = select.epoll()
+        self.listeners = {sock.fileno(): sock for sock in listeners}
+        self.stop_fd = stop_fd
+        self.conns = {}                     # fd -> _Connection
+        self.deadlines = collections.deque()  # (deadline, fd, _Connection), oldest first
+        self._responses = {}                # (request line, local ip) -> response bytes
+        for fd in self.listeners:
+            self.epoll.register(fd, select.EPOLLIN)
+        self.epoll.register(stop_fd, select.EPOLLIN)
+
+    def run(self):
+        """Serve until ``stop_fd`` becomes readable."""
+        poll, listeners, conns = self.epoll.poll, self.listeners, self.conns
+        while True:
+            timeout = -1
+            if self.deadlines:
+                timeout = max(0.0, self.deadlines[0][0] - time.monotonic())
+            for fd, events in poll(timeout):
+                if fd in listeners:
+                    self._accept(listeners[fd])
+                elif fd == self.stop_fd:
+                    return
+                else:
+                    conn = conns.get(fd)
+                    if conn is not None:
+                        try:
+                            if conn.out is None:
+                                self._read(fd, conn)
+                            else:
+                                self._write(fd, conn)
+                        except Exception:   # a bug must not stop the other connections
+                            log.exception("error serving a connection")
+                            self._close(fd, conn)
+            if self.deadlines:
+                self._expire(time.monotonic())
+
+    def _accept(self, listener):
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:                 # e.g. ECONNABORTED, EMFILE: try again later
+                return
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                local_ip = sock.getsockname()[0]
+            except OSError:
+                sock.close()
+                continue
+            fd, conn = sock.fileno(), _Connection(sock, local_ip, b"", None)
+            try:
+                self._read(fd, conn)
+            except Exception:               # a bug must not stop the other connections
+                log.exception("error serving a connection")
+                self._close(fd, conn)
+
+    def _read(self, fd, conn):
+        """Read what arrived; answer once the header block is complete."""
+        sock = conn.sock
+        while True:
+            try:
+                data = sock.recv(READ_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._close(fd, conn)
+                return
+            if not data:                    # the client closed before a whole request
+                self._close(fd, conn)
+                return
+            buf = conn.buf = conn.buf + data
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                self._respond(fd, conn, self._response(buf[:end], conn.local_ip))
+                return
+            if len(buf) > MAX_HEADER:
+                self._respond(fd, conn, response(431, b"header too large\n"))
+                return
+        if conn.deadline is None:           # wait for the rest of the request
+            conn.deadline = time.monotonic() + IDLE_TIMEOUT
+            self.conns[fd] = conn
+            self.deadlines.append((conn.deadline, fd, conn))
+            self.epoll.register(fd, select.EPOLLIN)
+
+    def _response(self, head, local_ip):
+        """``handle_request(head, local_ip)``, remembered by request line and address."""
+        key = (head.split(b"\r\n", 1)[0], local_ip)
+        data = self._responses.get(key)
+        if data is None:
+            if len(self._responses) >= RESPONSES_KEPT:
+                self._responses.clear()
+            data = self._responses[key] = handle_request(head, local_ip)
+        return data
+
+    def _respond(self, fd, conn, data):
+        try:
+            sent = conn.sock.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(fd, conn)
             return
-        local_ip = self.transport.get_extra_info("sockname")[0]
-        self._finish(handle_request(self.buf[:end], local_ip))
+        if sent == len(data):
+            self._close(fd, conn)
+            return
+        conn.out = data[sent:]              # the rest when the socket is writable
+        if conn.deadline is None:
+            conn.deadline = time.monotonic() + IDLE_TIMEOUT
+            self.conns[fd] = conn
+            self.deadlines.append((conn.deadline, fd, conn))
+            self.epoll.register(fd, select.EPOLLOUT)
+        else:
+            self.epoll.modify(fd, select.EPOLLOUT)
 
-    def _finish(self, data):
-        self.timer.cancel()
-        self.transport.write(data)
-        self.transport.close()
+    def _write(self, fd, conn):
+        try:
+            sent = conn.sock.send(conn.out, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(fd, conn)
+            return
+        conn.out = conn.out[sent:]
+        if not conn.out:
+            self._close(fd, conn)
 
-    def eof_received(self):
-        self.timer.cancel()
-        return False  # close our side too
+    def _close(self, fd, conn):
+        """Close the connection (the kernel removes it from the epoll set)."""
+        if self.conns.get(fd) is conn:
+            del self.conns[fd]
+        conn.deadline = None
+        conn.sock.close()
 
-    def connection_lost(self, exc):
-        self.timer.cancel()
+    def _expire(self, now):
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, fd, conn = deadlines.popleft()
+            if conn.deadline is not None and self.conns.get(fd) is conn:
+                self._close(fd, conn)
 
 
 def make_listeners(port):
@@ -95,25 +251,23 @@ def make_listeners(port):
     return socks
 
 
-async def serve(port):
-    loop = asyncio.get_running_loop()
-    servers = [await loop.create_server(HTTPProtocol, sock=s, backlog=4096)
-               for s in make_listeners(port)]
+def serve(port):
+    """Listen on ``port``, say so to the supervisor, serve until SIGTERM or SIGINT."""
+    listeners = make_listeners(port)
+    stop_fd = service.term_wakeup_fd()
     service.signal_ready(f"httpd listening on port {port}")
-    stop = asyncio.Event()
-    service.exit_on_term_event(loop, stop)
-    await stop.wait()
-    for server in servers:
-        server.close()
+    Server(listeners, stop_fd).run()
+    for sock in listeners:
+        sock.close()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=plan.HTTP_PORT)
     args = parser.parse_args(argv)
-    log = service.setup_logging("httpd")
+    service.setup_logging("httpd")
     log.info("starting on port %d", args.port)
-    asyncio.run(serve(args.port))
+    serve(args.port)
     log.info("stopped")
     return 0
 

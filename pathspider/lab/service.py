@@ -39,6 +39,16 @@ def exit_on_term_event(loop, event):
         loop.add_signal_handler(sig, event.set)
 
 
+def term_wakeup_fd():
+    """A descriptor that becomes readable on SIGTERM or SIGINT, for servers without asyncio
+    (their loop waits on it with everything else; the signals do nothing else)."""
+    stop_r, stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(stop_w)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    return stop_r
+
+
 def listener(family, kind, port, backlog=4096, reuseport=False):
     """A bound wildcard socket (``0.0.0.0`` or ``::`` with V6ONLY) on ``port``."""
     sock = socket.socket(family, kind)
