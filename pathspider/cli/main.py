@@ -13,6 +13,7 @@ import logging
 import sys
 import warnings
 
+from pathspider.engine import held_signals
 from pathspider.engine.discovery import load_plugins
 from pathspider.version import __version__
 
@@ -136,6 +137,7 @@ def handle_args(argv):
     for problem in problems:
         log.warning("%s", problem)
     if getattr(args, "func", None) is not None:
+        held_signals.release()          # a utility reacts to signals in its own way
         return args.func(args)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -145,8 +147,15 @@ def handle_args(argv):
 
 
 def handle_args_wrapper():
-    """Console-script entry point."""
-    sys.exit(handle_args(sys.argv))
+    """Console-script entry point. Stop signals that arrive before a command owns them are held
+    (:mod:`pathspider.engine.held_signals`), so a run stopped while starting up still ends
+    with its summary and exit status."""
+    held_signals.hold()
+    try:
+        status = handle_args(sys.argv)
+    finally:
+        held_signals.release()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

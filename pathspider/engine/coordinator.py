@@ -33,6 +33,7 @@ import threading
 import time
 
 from pathspider.client import privileges, sysstate
+from pathspider.engine import held_signals
 from pathspider.engine.handoff import ObserverError
 from pathspider.engine.interfaces import interface_up
 from pathspider.engine.output import LineSink, describe_output_error, write_records
@@ -45,7 +46,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_OUTPUT_CLOSED = 0, 1, 141
 #: 1.0 name of the failure status.
 EXIT_ERROR = EXIT_FAILURE
 #: Signals that stop a run (see the module docstring).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = held_signals.STOP_SIGNALS
 #: Most connect workers: each is a thread, and completers grow to ten per worker.
 MAX_WORKERS = 1000
 _STDIN_NAMES = ("-", "/dev/stdin")
@@ -141,6 +142,8 @@ class Supervisor:
     def _measure(self):
         self.spider = self._make_spider()
         if self.signals:
+            log.info("stopped (%s) before the measurement started: nothing was measured",
+                     self.stop_reason)
             return self.exit_status
         try:
             self.spider.start()
@@ -260,8 +263,11 @@ class Supervisor:
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
             return
+        held = held_signals.take()
         for signum in STOP_SIGNALS:
             self._handlers[signum] = signal.signal(signum, self._on_signal)
+        for signum in held:                 # arrived while the program was starting up
+            self._on_signal(signum, None)
 
     def _uninstall_signal_handlers(self):
         for signum, handler in self._handlers.items():

@@ -125,16 +125,18 @@ def test_a_killed_lab_exec_stops_its_run_cleanly(lab_client_state, tmp_path):
             str(fifo), "--output", str(output), "ecn", "--timeout", "3"]
     with open(log, "w") as err:
         lab_exec = subprocess.Popen(argv, stderr=err)
-    with open(fifo, "w") as feed:
+    # opened read-write, which does not block: a run that fails before opening its input
+    # must not hang the test
+    with open(os.open(fifo, os.O_RDWR), "w") as feed:
         feed.write("".join(",".join(map(str, r)) + "\n" for r in rows(lab, ["clean"], 3)))
         feed.flush()
         run = None
-        for _ in range(200):                    # the run is lab exec's child's child
+        for _ in range(400):                    # the run is lab exec's child
             run = _descendant_running("pathspider.run -i", lab_exec.pid)
-            if run:
-                break
+            if run and _catches(run, signal.SIGTERM):
+                break                           # exec'd and holding stop signals from now on
             time.sleep(0.05)
-        assert run, "the measurement did not start"
+        assert run and _catches(run, signal.SIGTERM), "the measurement did not start"
         lab_exec.kill()
         lab_exec.wait()
         assert wait_gone([run], timeout=20) == [], "the run outlived lab exec"
@@ -149,14 +151,27 @@ def _descendant_running(needle, pid):
     for child in _children_of(pid):
         try:
             with open(f"/proc/{child}/cmdline", "rb") as f:
-                if needle in f.read().replace(b"\0", b" ").decode(errors="replace"):
-                    return child
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+            if needle in command and " exec -- " not in command:    # not lab exec before exec
+                return child
         except OSError:
             continue
         found = _descendant_running(needle, child)
         if found:
             return found
     return None
+
+
+def _catches(pid, signum):
+    """True if process ``pid`` has a handler for ``signum`` (SigCgt in /proc/PID/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False
 
 
 def _children_of(pid):
