@@ -8,10 +8,10 @@ the engine's and the run hung. Now the plugin instance carries only the 1.0 API 
 
 Threads and processes of a run, and what flows between them::
 
-    add_job ─► jobqueue ─► workers (pre_connect, connect ×2, in the model's order)
+    add_job ─► jobqueue ─► workers (pre_connect, connect ×N, in the model's order)
                                │
                                ▼
-               completers (post_connect ×2; reactor connections complete first)
+               completers (post_connect ×N; reactor connections complete first)
                                │
                                ▼
                            resqueue ◄── flow pump ◄── Observer (process)
@@ -20,8 +20,8 @@ Threads and processes of a run, and what flows between them::
                  merger thread ─► merge() ─► outqueue ─► writer
 
 Everything blocks on queues, events or conditions; nothing polls. The spider model
-(:mod:`pathspider.engine.sync`, :mod:`pathspider.engine.desync`) decides how the two
-connections of a batch of jobs are made and runs the configurator.
+(:mod:`pathspider.engine.sync`, :mod:`pathspider.engine.desync`) decides how many connections
+a job has, how those of a batch of jobs are made, and runs the configurator.
 
 How a run ends is one state, the :class:`~pathspider.engine.lifecycle.RunPhase`, and one
 thread, the finisher, that carries out the ending whatever asked for it: :meth:`Engine.shutdown`
@@ -171,6 +171,7 @@ class Engine:
         self.resqueue = spider.resqueue = queue.Queue(QUEUE_SIZE)
         self.outqueue = spider.outqueue = RecordQueue(QUEUE_SIZE)
         self.model = None
+        self.connection_count = 2           # connections per job; the model decides at start
         self.observer_runner = None
         self.completers = None
         self.ready_completer = None
@@ -214,6 +215,7 @@ class Engine:
                 raise RuntimeError("spider is not activated")
             spider.running = True
             self.model = spider.model(self)
+            self.connection_count = self.model.connection_count
             observer = spider.observer = spider.create_observer()
             if observer is None:
                 spider.running = False
@@ -388,18 +390,21 @@ class Engine:
                 self.phase.cond.notify_all()
 
     def prepare(self, jobs):
-        """``[job, pcs, None, None]`` for every job whose ``pre_connect`` succeeded."""
+        """``[job, pcs, None, ...]`` (one ``None`` per connection, see
+        ``connection_count``) for every job whose ``pre_connect`` succeeded."""
         prepared = []
+        empty = [None] * self.connection_count
         for job in jobs:
             try:
-                prepared.append([job, self.spider.pre_connect(job), None, None])
+                prepared.append([job, self.spider.pre_connect(job), *empty])
             except Exception:
                 self._job_failed(job, "pre_connect")
         return prepared
 
-    def connect_all(self, prepared, config):
-        """Make the ``config`` connection of every prepared job; return those that worked."""
-        connect = self.spider.connect
+    def connect_all(self, prepared, config, connect=None):
+        """Make the ``config`` connection of every prepared job (with ``connect``, by default
+        the plugin's ``connect(job, pcs, config)``); return those that worked."""
+        connect = connect or self.spider.connect
         started = time.perf_counter()
         ok = []
         for entry in prepared:
@@ -454,14 +459,14 @@ class Engine:
             conn.add_done_callback(completed)
 
     def _complete_jobs(self, entries):
-        """Run ``post_connect`` for both configurations of each entry; hand the results of
-        every job to the merger together (a job's records are written both or neither)."""
+        """Run ``post_connect`` for every connection of each entry; hand the results of every
+        job to the merger together (a job's records are written all or none)."""
         post_connect = self.spider.post_connect
         started = time.perf_counter()
         try:
             results = []
-            for job, pcs, conn0, conn1 in entries:
-                for config, conn in ((0, conn0), (1, conn1)):
+            for job, pcs, *conns in entries:
+                for config, conn in enumerate(conns):
                     try:
                         res = post_connect(job, conn, pcs, config)
                     except Exception:
@@ -470,7 +475,7 @@ class Engine:
                     if res is not NO_RESULT:
                         results.append(res)
             self.post_connect_timing.add((time.perf_counter() - started)
-                                         / max(1, 2 * len(entries)))
+                                         / max(1, self.connection_count * len(entries)))
             if results and not self._results_closed:
                 self.resqueue.put((_RESULTS, results))
         finally:

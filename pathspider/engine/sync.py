@@ -19,6 +19,7 @@ call takes.
 
 import logging
 import threading
+import types
 
 from pathspider.engine.spider import Spider
 
@@ -57,12 +58,15 @@ class SemaphoreN(threading.BoundedSemaphore):
 class ConfigGate:
     """Alternates two system-wide configurations between cohorts of connecting workers."""
 
-    def __init__(self):
+    def __init__(self, count=2):
+        if count < 1:
+            raise ValueError(f"a synchronized spider needs at least one configuration, not {count}")
         self._cond = threading.Condition(threading.Lock())
         self._active = None            # configuration in force (None before the first)
         self._switching = False        # the configurator is applying a configuration
         self._inflight = 0             # connections running in the active configuration
-        self._cohorts = ([], [])       # [wake-up lock, admitted] of waiting workers, per config
+        # [wake-up lock, admitted] of waiting workers, per configuration
+        self._cohorts = tuple([] for _ in range(count))
         self._stopped = False
         self._local = threading.local()
         self.flips = 0                 # configurations applied
@@ -79,7 +83,7 @@ class ConfigGate:
             if self._stopped:
                 return False
             if (self._active == config and not self._switching
-                    and not self._cohorts[1 - config]):
+                    and not self._others_wait(config)):
                 self._inflight += 1
                 return True
             slot = [self._wakeup_lock(), False]     # [lock, admitted?]
@@ -93,7 +97,7 @@ class ConfigGate:
         """The connection made in ``config`` has returned."""
         with self._cond:
             self._inflight -= 1
-            if self._inflight == 0 and self._cohorts[1 - config]:
+            if self._inflight == 0 and self._others_wait(config):
                 self._cond.notify()
 
     def stop(self):
@@ -142,12 +146,20 @@ class ConfigGate:
         """The configuration to admit next, or None if nothing can happen now."""
         if self._switching or self._inflight:
             return None
-        if self._active is not None and self._cohorts[1 - self._active]:
-            return 1 - self._active
-        for config in (0, 1):
+        count = len(self._cohorts)
+        first = 0 if self._active is None else self._active + 1
+        for step in range(count):      # round robin from the one after the active one
+            config = (first + step) % count
             if self._cohorts[config]:
                 return config
         return None
+
+    def _others_wait(self, config):
+        """True if a worker waits for a configuration other than ``config``."""
+        cohorts = self._cohorts
+        if len(cohorts) == 2:
+            return bool(cohorts[1 - config])
+        return any(cohort for c, cohort in enumerate(cohorts) if c != config)
 
     def _wakeup_lock(self):
         lock = getattr(self._local, "lock", None)
@@ -159,11 +171,13 @@ class ConfigGate:
 
 class SynchronizedModel:
     """The engine's side of the synchronized model: the gate, the configurator loop, and how
-    a batch of jobs gets its two connections."""
+    a batch of jobs gets one connection per configuration."""
 
     def __init__(self, engine):
         self.engine = engine
-        self.gate = ConfigGate()
+        self.configurations = configuration_functions(engine.spider)
+        self.connection_count = len(self.configurations)
+        self.gate = ConfigGate(self.connection_count)
 
     def configurator(self):
         """Body of the configurator thread."""
@@ -175,10 +189,10 @@ class SynchronizedModel:
 
     def connect_jobs(self, jobs):
         """Make the connections of ``jobs``, each in its configuration; return the
-        ``[job, pcs, conn0, conn1]`` entries of the jobs whose connects did not raise."""
+        ``[job, pcs, conn0, conn1, ...]`` entries of the jobs whose connects did not raise."""
         engine = self.engine
         prepared = engine.prepare(jobs)
-        for config in (0, 1):
+        for config in range(self.connection_count):
             if not prepared:
                 break
             if not self.gate.enter(config):
@@ -191,16 +205,45 @@ class SynchronizedModel:
 
     def _apply_config(self, config):
         log.debug("applying configuration %d", config)
-        spider = self.engine.spider
-        if config == 0:
-            spider.config_zero()
-        else:
-            spider.config_one()
+        self.configurations[config]()
+
+
+def configuration_functions(spider):
+    """The spider's configurations as callables without arguments, in order.
+
+    PATHspider 2.0's ``configurations = [config_a, config_b, ...]`` (functions of the class
+    body, bound methods, or method names; one or more) when the class defines it, else 1.0's
+    ``config_zero`` and ``config_one``.
+    """
+    listed = getattr(spider, "configurations", None)
+    if listed is None:
+        return [spider.config_zero, spider.config_one]
+    if isinstance(listed, (str, bytes)) or not listed:
+        raise TypeError(f"{type(spider).__name__}.configurations must be a non-empty list of "
+                        f"configuration functions, not {listed!r}")
+    return [bound_to(spider, item, "configurations") for item in listed]
+
+
+def bound_to(spider, item, attribute):
+    """``item`` (a function of the class body, a bound method or a method name) as a callable
+    bound to ``spider``; raises TypeError naming ``attribute`` for anything else."""
+    if isinstance(item, str):
+        item = getattr(spider, item, None)
+    elif isinstance(item, types.FunctionType):
+        item = item.__get__(spider, type(spider))
+    if not callable(item):
+        raise TypeError(f"{type(spider).__name__}.{attribute} holds {item!r}, which is not a "
+                        "function of the plugin")
+    return item
 
 
 class SynchronizedSpider(Spider):
-    """Runs each job's config-0 connect while configuration 0 is in force, and its config-1
-    connect while configuration 1 is in force; ``post_connect`` runs afterwards, unsynchronized.
+    """Runs each job's connection ``c`` while configuration ``c`` is in force (1.0: 0 and 1,
+    applied by ``config_zero``/``config_one``; 2.0: one per entry of ``configurations``);
+    ``post_connect`` runs afterwards, unsynchronized.
     """
+
+    #: PATHspider 2.0: the configuration functions, in order (None: 1.0's two).
+    configurations = None
 
     model = SynchronizedModel
