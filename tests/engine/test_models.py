@@ -142,3 +142,23 @@ def _soon(predicate, seconds=5.0):
 def test_a_gate_needs_a_configuration():
     with pytest.raises(ValueError):
         ConfigGate(0)
+
+
+def test_a_single_spider_makes_one_connection_per_job(targets):
+    from pathspider.base import SingleSpider
+
+    class Plugin(SingleSpider):
+        def __init__(self, worker_count, libtrace_uri, args):
+            super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
+            self.conn_timeout = 0.3
+
+        def connect(self, job, pcs, config):
+            return self.tcp_connect(job)
+
+        post_connect = RecordingSpider.post_connect
+        create_observer = RecordingSpider.create_observer
+        merge = RecordingSpider.merge
+
+    records = run_jobs(Plugin(10, "int:lo", None), make_jobs(targets, 100))
+    assert len(records) == 100 and {r.config for r in records} == {0}
+    assert all(r.state == EXPECTED_STATE[r.kind] for r in records)
