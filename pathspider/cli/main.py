@@ -15,6 +15,8 @@ import warnings
 
 from pathspider.engine import held_signals
 from pathspider.engine.discovery import load_plugins
+from pathspider.engine.jobs import OUTPUT_FORMATS
+from pathspider.engine.targets import INPUT_FORMATS
 from pathspider.version import __version__
 
 log = logging.getLogger("pathspider")
@@ -61,9 +63,21 @@ def _global_options(parser):
     parser.add_argument("-w", "--workers", type=int, default=100,
                         help="number of connect workers (default: %(default)s)")
     parser.add_argument("--input", default="/dev/stdin", metavar="INPUTFILE",
-                        help="target list, CSV ip,port,hostname,rank (default: stdin)")
+                        help="target list: CSV ip,port,hostname,rank or ndjson jobs "
+                             "(default: stdin)")
+    parser.add_argument("--input-format", dest="input_format", choices=INPUT_FORMATS,
+                        default="auto",
+                        help="csv: rows ip,port,hostname,rank (1.0); ndjson: one JSON object "
+                             "per line with dip, dp, domain, rank and any other fields (2.0); "
+                             "auto: ndjson if the first line that is not blank or a comment "
+                             "starts with '{' (default: %(default)s)")
     parser.add_argument("--output", default="/dev/stdout", metavar="OUTPUTFILE",
                         help="results, one JSON object per line (default: stdout)")
+    parser.add_argument("--format", dest="output_format", choices=OUTPUT_FORMATS,
+                        default="flows",
+                        help="flows: one record per connection (1.0); jobs: one line per job "
+                             "with its fields, flow_results, missed_flows, time and "
+                             "conditions (2.0) (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging messages")
     parser.add_argument("--version", action="version", version=f"pathspider {__version__}")
 

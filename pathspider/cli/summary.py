@@ -22,9 +22,16 @@ the target list), ``none`` (everything in one row). ``--by-family`` splits each 
 and IPv6. Only the command line knows about the lab: :func:`summarise` takes any grouping
 function.
 
+Both output formats are read, told apart line by line (so a file of either, or a mix, works):
+records of ``--format flows`` (one per connection, with ``config``) are paired as above; a line
+of ``--format jobs`` (one per job, with ``flow_results``) is one target already, its
+``conditions`` are the ones the run wrote (the plugin's ``conditions`` are asked only when the
+line has none), and its baseline and experiment are its records with ``config`` 0 and 1 (or
+the first and second, without ``config``).
+
 A record that is not valid JSON is reported with its line number and skipped. A target whose
-experiment record is missing (the TFO experiment is skipped when its baseline failed) is
-interpreted with ``None`` in its place.
+experiment record is missing (the TFO experiment is skipped when its baseline failed; a
+single-connection plugin such as ``mss`` has none) is interpreted with ``None`` in its place.
 """
 import argparse
 import collections
@@ -53,8 +60,14 @@ def summary_plugins():
     return {plugin.command_name: plugin for plugin in plugins if declares_summary(plugin)}
 
 
+def is_job_line(record):
+    """True for a line of ``--format jobs`` (one job with its ``flow_results``)."""
+    return isinstance(record, dict) and isinstance(record.get("flow_results"), list)
+
+
 def read_records(stream, name="results"):
-    """Yield the JSON records of an ndjson stream; bad lines are warned and skipped."""
+    """Yield the JSON records (``--format flows``) and job lines (``--format jobs``) of an
+    ndjson stream; bad lines are warned and skipped."""
     for lineno, line in enumerate(stream, start=1):
         line = line.strip()
         if not line:
@@ -64,7 +77,8 @@ def read_records(stream, name="results"):
         except ValueError as exc:
             log.warning("%s line %d: not JSON (%s); skipped", name, lineno, exc)
             continue
-        if not isinstance(record, dict) or "config" not in record:
+        if not isinstance(record, dict) or ("config" not in record
+                                            and not is_job_line(record)):
             log.warning("%s line %d: not a result record; skipped", name, lineno)
             continue
         yield record
@@ -73,6 +87,40 @@ def read_records(stream, name="results"):
 def target_key(record):
     """What identifies a target across its two records."""
     return (record.get("dip"), record.get("dp"), record.get("host"), record.get("rank"))
+
+
+def job_key(line):
+    """What identifies the target of a job line (as :func:`target_key` for a record)."""
+    return (line.get("dip"), line.get("dp"), line.get("domain"), line.get("rank"))
+
+
+def job_target(line, plugin):
+    """``(key, baseline, experiment, conditions)`` of a job line: its records by ``config``
+    (by position without one), its written conditions (else the plugin's)."""
+    records = [rec for rec in line["flow_results"] if isinstance(rec, dict)]
+    sides = [None, None]
+    for position, record in enumerate(records):
+        config = record.get("config", position)
+        slot = 1 if config else 0
+        if sides[slot] is None:
+            sides[slot] = record
+    conds = line.get("conditions")
+    if not isinstance(conds, list):
+        conds = plugin.conditions(sides[0], sides[1])
+    return job_key(line), sides[0], sides[1], conds
+
+
+def targets(items, plugin):
+    """``(key, baseline, experiment, conditions)`` for every target of ``items`` (records and
+    job lines, see the module docstring): job lines in order, then the paired records."""
+    records = []
+    for item in items:
+        if is_job_line(item):
+            yield job_target(item, plugin)
+        else:
+            records.append(item)
+    for key, baseline, experiment in pair_records(records):
+        yield key, baseline, experiment, plugin.conditions(baseline, experiment)
 
 
 def pair_records(records):
@@ -123,13 +171,13 @@ def group_function(kind, by_family=False, class_of=None):
 def summarise(records, plugin, group):
     """``{group: Counter(column -> targets)}`` (plus ``"targets"``), groups in order seen.
 
-    ``plugin`` is the plugin class (its ``conditions`` and ``summary_columns``), ``group`` maps
-    a target key (see :func:`target_key`) to the label of its row.
+    ``records``: flow records and job lines (see :func:`targets`). ``plugin`` is the plugin
+    class (its ``conditions`` and ``summary_columns``), ``group`` maps a target key (see
+    :func:`target_key`) to the label of its row.
     """
     columns = plugin.summary_columns
     table = collections.OrderedDict()
-    for key, baseline, experiment in pair_records(records):
-        conds = plugin.conditions(baseline, experiment)
+    for key, baseline, experiment, conds in targets(records, plugin):
         counts = table.setdefault(group(key), collections.Counter())
         counts["targets"] += 1
         for header, predicate in columns:

@@ -29,7 +29,8 @@ A plugin that wants a summary declares, as class attributes, ``command_name`` (i
 sub-command, ``pathspider summary --plugin NAME``), ``summary_columns`` (a sequence of
 ``(header, predicate(conditions, baseline, experiment))``), ``summary_legend`` (one paragraph
 printed under the table) and ``conditions`` (a staticmethod: ``(baseline, experiment)`` records,
-either possibly ``None``, to a list of 2.0-style condition strings).
+either possibly ``None``, to a list of 2.0-style condition strings); ``combine_flows =
+combine_pair(conditions)`` gives the same interpretation to ``--format jobs``.
 
 This module is part of the client: it uses the Observer's chain library but never the engine,
 so :class:`ReactorPlugin` is a mixin placed before the engine's spider class, not a subclass.
@@ -119,9 +120,10 @@ def add_connect_option(parser, default=DEFAULT_CONNECT, http_purpose=""):
     ``http_purpose`` completes the help text of ``http`` (why the plugin needs data packets,
     e.g. ``", so ECN marks on data are seen"``).
     """
+    marks = {mode: " (default)" if mode == default else "" for mode in ("http", "tcp")}
     parser.add_argument("--connect", choices=["http", "tcp"], default=default,
-                        help=f"http: send GET / and read the reply{http_purpose} (default); "
-                             "tcp: handshake only, as 1.0")
+                        help=f"http: send GET / and read the reply{http_purpose}"
+                             f"{marks['http']}; tcp: handshake only, as 1.0{marks['tcp']}")
 
 
 # ---- connecting through the reactor --------------------------------------------------------------
@@ -247,6 +249,17 @@ def connectivity(baseline_ok, experiment_ok):
     """``works`` (both connected), ``broken`` (only the baseline), ``transient`` (only the
     experiment) or ``offline`` (neither): what the experiment does to connectivity."""
     return CONNECTIVITY[bool(baseline_ok), bool(experiment_ok)]
+
+
+def combine_pair(conditions):
+    """PATHspider 2.0's ``combine_flows(flows)`` hook (``--format jobs``) for a plugin whose
+    interpretation is ``conditions(baseline, experiment)``: ``flows`` holds a job's records in
+    connection order, None for a connection without one. Use as a class attribute:
+    ``combine_flows = combine_pair(conditions)``."""
+    def combine_flows(flows):
+        baseline, experiment = (list(flows) + [None, None])[:2]
+        return conditions(baseline, experiment)
+    return staticmethod(combine_flows)
 
 
 def has_condition(*names):

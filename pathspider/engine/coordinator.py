@@ -36,6 +36,7 @@ from pathspider.client import privileges, sysstate
 from pathspider.engine import held_signals
 from pathspider.engine.handoff import ObserverError
 from pathspider.engine.interfaces import interface_up
+from pathspider.engine.jobs import JobCollector
 from pathspider.engine.output import LineSink, describe_output_error, write_records
 from pathspider.engine.spider import EngineError
 from pathspider.engine.targets import TargetStats, read_targets
@@ -105,6 +106,7 @@ class Supervisor:
     def __init__(self, args):
         self.args = args
         self.spider = None
+        self.collector = None               # --format jobs: the JobCollector
         self.stats = TargetStats()
         self.sink = None
         self.exit_status = None             # the first cause of the ending
@@ -141,6 +143,9 @@ class Supervisor:
 
     def _measure(self):
         self.spider = self._make_spider()
+        if getattr(self.args, "output_format", "flows") == "jobs":
+            self.collector = JobCollector(self.spider)
+            self.spider.engine.write_job_lines(self.collector)
         if self.signals:
             log.info("stopped (%s) before the measurement started: nothing was measured",
                      self.stop_reason)
@@ -177,7 +182,8 @@ class Supervisor:
         spider = self.spider
         try:
             for job in read_targets(self._input_fd, self.stats, self._input_name,
-                                    wake_fd=spider.engine.phase.wake_fd):
+                                    wake_fd=spider.engine.phase.wake_fd,
+                                    input_format=getattr(self.args, "input_format", "auto")):
                 spider.add_job(job)
                 if spider.stopping:
                     break
@@ -313,9 +319,13 @@ class Supervisor:
                         engine.discarded_jobs)
         reason = self.stop_reason or (spider.exception and f"failed: {spider.exception}")
         outcome = f"stopped ({reason})" if reason else "done"
-        log.info("%s: %d jobs from %d lines (%d bad rows skipped), %d records written in %.1f s "
+        written = f"{records} records written"
+        if self.collector is not None:
+            written = f"{self.collector.lines} job lines with {self.collector.records} " \
+                "records written"
+        log.info("%s: %d jobs from %d lines (%d bad rows skipped), %s in %.1f s "
                  "(%.0f jobs/s); %d records without an observed flow; observer: %s",
-                 outcome, stats.jobs, stats.lines, stats.bad, records, elapsed,
+                 outcome, stats.jobs, stats.lines, stats.bad, written, elapsed,
                  stats.jobs / elapsed if elapsed > 0 else 0,
                  merger.unobserved if merger else 0, observer if observer else "no statistics")
 

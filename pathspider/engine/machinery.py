@@ -189,6 +189,7 @@ class Engine:
         self._in_flight = 0                 # jobs handed over and not yet completed
         self._results_closed = False        # no result is merged any more
         self._done = threading.Event()
+        self.job_collector = None           # --format jobs: see write_job_lines
 
     @property
     def stopping(self):
@@ -221,7 +222,10 @@ class Engine:
                 spider.running = False
                 raise ObserverError(f"{type(spider).__name__}.create_observer() returned no "
                                     "observer (see the error logged above)")
-            self.merger_state = Merger(self._merge_safely, reap_size=self._reap_size(),
+            merge = self._merge_safely
+            if self.job_collector is not None:
+                merge = self.job_collector.merging(merge)
+            self.merger_state = Merger(merge, reap_size=self._reap_size(),
                                        match_flows=getattr(observer, "emits_flows", True))
             self.observer_runner = ObserverRunner(observer, self._deliver_flows,
                                                   self._observer_failed)
@@ -251,6 +255,13 @@ class Engine:
             with self.phase.cond:
                 self.active_workers += 1
                 spider.active_worker_count = self.active_workers
+
+    def write_job_lines(self, collector):
+        """Write one line per job instead of one record per connection (``--format jobs``):
+        ``collector`` is a :class:`pathspider.engine.jobs.JobCollector`. Call before
+        :meth:`start`."""
+        self.job_collector = collector
+        collector.attach(self)
 
     # ---- asking for an ending ---------------------------------------------------------------
 
@@ -341,7 +352,11 @@ class Engine:
     def _close_output(self):
         self.spider.running = False
         self._advance(ENDED)
-        self.outqueue.put(SHUTDOWN_SENTINEL)
+        try:
+            if self.job_collector is not None:
+                self.job_collector.flush()      # jobs an aborted merger left incomplete
+        finally:
+            self.outqueue.put(SHUTDOWN_SENTINEL)
         self._done.set()
 
     def _advance(self, phase, reason=None):
@@ -462,10 +477,12 @@ class Engine:
         """Run ``post_connect`` for every connection of each entry; hand the results of every
         job to the merger together (a job's records are written all or none)."""
         post_connect = self.spider.post_connect
+        tickets = self.job_collector        # None unless one line per job is written
         started = time.perf_counter()
         try:
             results = []
             for job, pcs, *conns in entries:
+                made = [] if tickets is not None else None
                 for config, conn in enumerate(conns):
                     try:
                         res = post_connect(job, conn, pcs, config)
@@ -474,6 +491,10 @@ class Engine:
                         continue
                     if res is not NO_RESULT:
                         results.append(res)
+                        if made is not None:
+                            made.append((config, res))
+                if made:
+                    tickets.issue(job, made, len(conns))
             self.post_connect_timing.add((time.perf_counter() - started)
                                          / max(1, self.connection_count * len(entries)))
             if results and not self._results_closed:

@@ -1,4 +1,5 @@
-"""Reading the target list: rows ``ip,port,hostname,rank``, one per line, streamed.
+"""Reading the target list, streamed: CSV rows ``ip,port,hostname,rank`` (PATHspider 1.0) or
+ndjson jobs, one JSON object per line (PATHspider 2.0, see :func:`parse_ndjson_job`).
 
 A 10-million-line list is never held in memory: :func:`read_targets` is a generator, and it
 reads a file descriptor or binary file in chunks of at most 64 KiB. The input is split into
@@ -15,11 +16,19 @@ strings), so ``ip,port`` rows work too. Addresses are canonicalised (``2001:DB8:
 ``2001:db8::1``, ``::ffff:198.18.64.1`` becomes ``198.18.64.1``) and hostnames become their
 lower-case A-label form, so that results match what the Observer reports and nothing from the
 file reaches a protocol line unchecked.
+
+ndjson lines are objects with ``dip`` (address), ``dp`` (port), optional ``domain`` and
+``rank``, and any other fields; they are validated exactly like CSV rows and become the same
+1.0 job list, a :class:`Job` whose ``fields`` keep the object as read (extra fields included)
+for the output. The format is told from the content (the first line that is neither blank nor
+a comment starts with ``{``: ndjson) unless the caller names it.
 """
 
 import csv
 import ipaddress
+import json
 import logging
+import math
 import os
 import select
 import socket
@@ -36,9 +45,53 @@ CHUNK = 64 * 1024
 BOM = b"\xef\xbb\xbf"
 _MAPPED = "::ffff:"
 
+#: ``--input-format`` values: tell from the content, or the named format.
+INPUT_FORMATS = ("auto", "csv", "ndjson")
+#: Deepest nesting of arrays and objects in an ndjson job (the job object itself is level 1).
+MAX_DEPTH = 32
+#: Most characters a number in an ndjson job may have (Python would parse a 60,000-digit
+#: integer slowly, and write it back even more slowly).
+MAX_NUMBER = 40
+#: Keys of a job line the run writes itself (``--format jobs``): an input field of that name
+#: is replaced in the output.
+OUTPUT_KEYS = ("flow_results", "missed_flows", "time", "conditions")
+
 
 class BadTarget(ValueError):
     """A row of the target list that cannot be used; the message says why."""
+
+
+class Job(list):
+    """A 1.0 job list ``[ip, port, hostname, rank]`` read from an ndjson line, which also
+    carries that line's object in ``fields`` (the dict as read: original ``dip``, ``dp``,
+    ``domain``, ``rank`` text and every extra field), so the fields can be written with the
+    job's results (``--format jobs``).
+
+    Plugins see a list, exactly as for CSV input (``job[0]``, ``len(job)``, appending), so
+    1.0 plugins run unchanged on ndjson input. Copying and pickling keep ``fields``.
+    """
+
+    __slots__ = ("fields",)
+
+    def __init__(self, items=(), fields=None):
+        super().__init__(items)
+        self.fields = {} if fields is None else fields
+
+    def __reduce__(self):
+        return type(self), (list(self), self.fields)
+
+    def __repr__(self):
+        return f"Job({list.__repr__(self)}, fields={self.fields!r})"
+
+
+def job_fields(job):
+    """The fields of ``job`` for its output line: an ndjson job's object as read, else
+    ``dip``, ``dp``, ``domain`` and ``rank`` from the 1.0 job list (a fresh dict either way)."""
+    fields = getattr(job, "fields", None)
+    if isinstance(fields, dict):
+        return dict(fields)
+    padded = list(job[:4]) + [""] * (4 - len(job[:4]))
+    return {"dip": padded[0], "dp": padded[1], "domain": padded[2], "rank": padded[3]}
 
 
 class TargetStats:
@@ -280,23 +333,166 @@ def parse_row(row):
     return [ip, port, hostname, rank]
 
 
-def read_targets(stream, stats=None, source="input", wake_fd=None):
+# -- parsing ndjson jobs -------------------------------------------------------------------------
+
+def _unique_keys(pairs):
+    """``object_pairs_hook``: a dict, refusing a key given twice (which one would count?)."""
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise BadTarget(f"duplicate key {shown(key)}")
+        obj[key] = value
+    return obj
+
+
+def _bounded_int(text):
+    if len(text) > MAX_NUMBER:
+        raise BadTarget(f"a number longer than {MAX_NUMBER} characters")
+    return int(text)
+
+
+def _finite_float(text):
+    value = float(text) if len(text) <= MAX_NUMBER else math.inf
+    if not math.isfinite(value):
+        raise BadTarget(f"a number out of range: {shown(text)}")
+    return value
+
+
+def _no_constant(name):
+    raise BadTarget(f"{name} is not a JSON value")
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_int=_bounded_int,
+                            parse_float=_finite_float, parse_constant=_no_constant)
+
+
+def _depth_and_text_ok(value):
+    """Raise BadTarget if ``value`` nests deeper than MAX_DEPTH or holds a string that is not
+    valid Unicode (a lone surrogate from a ``\\ud800`` escape could not be written back)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadTarget("a string with a lone surrogate (\\ud800-\\udfff)") from None
+            continue
+        children = item.values() if isinstance(item, dict) else item \
+            if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            raise BadTarget(f"nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+        if isinstance(item, dict):
+            stack.extend((key, depth + 1) for key in item)
+
+
+def decode_object(text):
+    """The JSON object of one ndjson line, or BadTarget: not JSON, not an object, a duplicate
+    key, a number too long or not finite, nesting deeper than MAX_DEPTH, a lone surrogate."""
+    try:
+        obj = _decoder.decode(text)
+    except RecursionError:
+        raise BadTarget(f"nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:   # JSONDecodeError
+        if isinstance(exc, BadTarget):
+            raise
+        detail = f"{exc.msg} at column {exc.colno}" if hasattr(exc, "colno") else str(exc)
+        raise BadTarget(f"not JSON ({detail})") from None
+    if not isinstance(obj, dict):
+        raise BadTarget(f"a JSON {type(obj).__name__.replace('dict', 'object')}, not an object")
+    if text.count("[") + text.count("{") > MAX_DEPTH or "\\u" in text:
+        _depth_and_text_ok(obj)
+    return obj
+
+
+def _json_port(value):
+    """``dp``: an integer 1..65535 (or its digits as a string, as CSV gives it)."""
+    if value is None:
+        raise BadTarget("no 'dp' (the target port)")
+    if isinstance(value, str):
+        return parse_port(value)
+    if type(value) is not int:
+        raise BadTarget(f"'dp' is not an integer: {shown(repr(value))}")
+    if not 0 < value < 65536:
+        raise BadTarget(f"port out of range 1-65535: {value}")
+    return value
+
+
+def _json_text(obj, key, parse, integer_ok=False):
+    """An optional text field checked with ``parse`` (``""`` when absent or null); an
+    integer too when ``integer_ok`` (2.0's ranks are numbers), as its decimal text."""
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if integer_ok and type(value) is int:
+        return str(value)
+    if not isinstance(value, str):
+        kind = "text or an integer" if integer_ok else "text"
+        raise BadTarget(f"{key!r} is not {kind}: {shown(repr(value))}")
+    return parse(value)
+
+
+def parse_ndjson_job(text):
+    """Turn one ndjson line into a :class:`Job`: ``[ip, port, hostname, rank]`` validated as
+    for CSV (``dip`` an IP address, ``dp`` a port, ``domain`` a DNS name or absent, ``rank``
+    printable text or an integer or absent) with the object as read in ``fields``."""
+    obj = decode_object(text)
+    dip = obj.get("dip")
+    if not isinstance(dip, str):
+        raise BadTarget("no 'dip' (the target address) as a string")
+    return Job([canonical_ip(dip), _json_port(obj.get("dp")),
+                _json_text(obj, "domain", parse_hostname),
+                _json_text(obj, "rank", parse_rank, integer_ok=True)], obj)
+
+
+def is_ignored_ndjson(text):
+    """True for a blank line and a ``#`` comment line."""
+    head = text.lstrip()
+    return not head or head[0] == "#"
+
+
+def _line_parser(fmt, text, source):
+    """The parser for ``fmt`` (``auto``: told from ``text``, the first significant line)
+    and its ignore test."""
+    if fmt == "auto":
+        fmt = "ndjson" if text.lstrip().startswith("{") else "csv"
+        log.debug("%s: reading %s", source, "ndjson jobs" if fmt == "ndjson" else "CSV rows")
+    if fmt == "ndjson":
+        return parse_ndjson_job, is_ignored_ndjson
+    if fmt != "csv":
+        raise ValueError(f"unknown input format {fmt!r} (choose from {INPUT_FORMATS})")
+    return (lambda line: parse_row(split_fields(line))), is_ignored
+
+
+def read_targets(stream, stats=None, source="input", wake_fd=None, input_format="auto"):
     """Yield a job ``[ip, port, hostname, rank]`` for every good line of ``stream``.
 
     ``stream``: an iterable of text lines, a file object, or a file descriptor (see
-    :func:`read_lines`). Bad rows are warned about (``"<source> line N skipped: reason"``) and
-    counted in ``stats``. With ``wake_fd`` the generator returns as soon as that descriptor is
-    readable, for a descriptor ``stream`` even while waiting for input: the engine stops
-    reading this way on Ctrl-C.
+    :func:`read_lines`). ``input_format``: ``csv``, ``ndjson`` (jobs are then :class:`Job`
+    lists carrying their fields) or ``auto``: ndjson if the first line that is neither blank
+    nor a comment starts with ``{``. Bad rows are warned about (``"<source> line N skipped:
+    reason"``) and counted in ``stats``. With ``wake_fd`` the generator returns as soon as that
+    descriptor is readable, for a descriptor ``stream`` even while waiting for input: the
+    engine stops reading this way on Ctrl-C.
     """
     stats = stats if stats is not None else TargetStats()
+    parse, ignored = None, is_ignored_ndjson
+    if input_format != "auto":
+        parse, ignored = _line_parser(input_format, "", source)
     for lineno, text in read_lines(stream, stats, wake_fd):
         try:
             if isinstance(text, BadTarget):
                 raise text
-            if is_ignored(text):
+            if ignored(text):
                 continue
-            job = parse_row(split_fields(text))
+            if parse is None:
+                parse, ignored = _line_parser(input_format, text, source)
+                if ignored(text):
+                    continue
+            job = parse(text)
         except BadTarget as exc:
             stats.bad += 1
             log.warning("%s line %d skipped: %s", source, lineno, exc)

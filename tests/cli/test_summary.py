@@ -89,7 +89,7 @@ def test_bad_lines_are_reported(caplog):
 
 def test_tfo_and_dscp_columns():
     tfo = [rec("198.18.64.1", 0, tfo_ackkind=34, tfo_ackclen=8),
-           rec("198.18.64.1", 1, tfo_dlen=40, tfo_seq=100, tfo_ack=141)]
+           rec("198.18.64.1", 1, tfo_synclen=8, tfo_dlen=40, tfo_seq=100, tfo_ack=141)]
     table = summary.summarise(tfo, TFO, NONE)["all"]
     assert table["cookie"] == 1 and table["SYN data acked"] == 1 and table["works"] == 1
     dscp = [rec("198.18.68.1", 0, fwd_syn_dscp=0, rev_syn_dscp=0, codepoint=0),
@@ -202,3 +202,53 @@ def test_summarising_does_not_import_the_lab():
         assert not [m for m in sys.modules if m.startswith("pathspider.lab")], sys.modules
     """)
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- --format jobs lines ------------------------------------------------------------------------
+
+def job_line(dip, baseline, experiment, conditions=None, **fields):
+    line = {"dip": dip, "dp": 80, "domain": "", "rank": 1, **fields,
+            "flow_results": [r for r in (baseline, experiment) if r is not None],
+            "missed_flows": 0}
+    if conditions is not None:
+        line["conditions"] = conditions
+    return line
+
+
+def test_job_lines_use_their_written_conditions_and_records():
+    clean, syndrop = "198.18.64.7", "198.18.66.7"
+    lines = [
+        job_line(clean, rec(clean, 0), rec(clean, 1), ECN.conditions(rec(clean, 0),
+                                                                     rec(clean, 1))),
+        # no conditions written: the plugin's are computed from the records
+        job_line(syndrop, rec(syndrop, 0),
+                 rec(syndrop, 1, ecn_fallback=True, rev_syn_flags=0x12, rev_ez=False)),
+    ]
+    table = lab_table(lines, ECN)
+    assert table["clean"]["works"] == 1 and table["clean"]["ECT seen"] == 1
+    assert table["ecn-syn-drop"]["broken"] == 1 and table["ecn-syn-drop"]["fallback"] == 1
+
+
+def test_job_lines_and_records_mixed_and_from_a_file(tmp_path):
+    clean, bleach = "198.18.64.7", "2001:db8:100:3000::7"
+    lines = [job_line(clean, rec(clean, 0), rec(clean, 1), ["ecn.connectivity.works"],
+                      info={"x": 1}),
+             rec(bleach, 0), rec(bleach, 1, rev_ez=False)]
+    path = tmp_path / "mixed.ndjson"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with open(path) as stream:
+        records = list(summary.read_records(stream))
+    assert len(records) == 3
+    table = lab_table(records, ECN)
+    assert table["clean"]["targets"] == 1 and table["clean"]["works"] == 1
+    assert table["ecn-bleach"]["targets"] == 1 and table["ecn-bleach"]["ECT seen"] == 0
+
+
+def test_single_connection_job_lines():
+    mss = PLUGINS["mss"]
+    rewrite = "198.18.74.9"
+    record = {"config": 0, "observed": True, "connstate": True, "tcp_connected": True,
+              "mss_value_fwd": 1460, "mss_value_rev": 536, "dip": rewrite}
+    table = lab_table([job_line(rewrite, record, None), dict(record, dp=80, host="",
+                                                             rank="1")], mss)
+    assert table["mss-rewrite"]["targets"] == 2 and table["mss-rewrite"]["deflated"] == 2
