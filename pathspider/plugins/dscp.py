@@ -35,8 +35,9 @@ from pathspider.observer.dscp import dscp_extract, dscp_setup  # noqa: F401  (1.
 from pathspider.observer.tcp import tcp_complete, tcp_handshake, tcp_setup  # noqa: F401
 from pathspider.client.pluginkit import (DEFAULT_CONNECT, DEFAULT_TIMEOUT, EVIDENCE_COLUMNS,
                                          ReactorPlugin, add_command, add_connect_option,
-                                         add_timeout_option, connected, connection_ok,
-                                         connectivity, connectivity_columns, tcp_observer)
+                                         add_timeout_option, combine_pair, connected,
+                                         connection_ok, connectivity, connectivity_columns,
+                                         tcp_observer)
 from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.dscp")
@@ -86,15 +87,18 @@ def toggle_script(on):
 def conditions(baseline, experiment):
     """2.0-style conditions: ``dscp.<cp>.connectivity.*`` and ``dscp.<cp>.replymark:<n>``.
 
-    ``<cp>`` is the codepoint the experiment's SYN (or first data packet) carried as captured
-    when it left; the reply marks are the reverse SYN's codepoint (or the first reverse data
-    codepoint). Unobserved flows add ``pathspider.not_observed`` instead of hiding the rest.
+    ``<cp>`` is the codepoint the experiment's SYN (or, if that was 0 or not seen, its first
+    marked data packet) carried as captured when it left; the reply marks are the reverse
+    SYN's codepoint (or the first marked reverse data packet's). A baseline whose packets were
+    all unmarked reads 0, never ``None`` (2.0.1 wrote ``dscp.None.replymark:0``, its issue
+    #214). Unobserved flows add ``pathspider.not_observed`` instead of hiding the rest.
     """
     def mark(rec, direction):
         if not rec or not rec.get('observed'):
             return None
         syn = rec.get(f'{direction}_syn_dscp')
-        return syn if syn else rec.get(f'{direction}_data_dscp', syn)
+        data = rec.get(f'{direction}_data_dscp')
+        return syn if syn or data is None else data
 
     state = connectivity(connected(baseline), connected(experiment))
     sent = mark(experiment, 'fwd')
@@ -156,6 +160,8 @@ class DSCP(ReactorPlugin, SynchronizedSpider, PluggableSpider):
     summary_columns = SUMMARY_COLUMNS
     summary_legend = SUMMARY_LEGEND
     conditions = staticmethod(conditions)
+    #: PATHspider 2.0's hook (``--format jobs``): :func:`conditions` of the job's two records.
+    combine_flows = combine_pair(conditions)
 
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)

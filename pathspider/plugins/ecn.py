@@ -36,7 +36,8 @@ from pathspider.observer.tcp import (TCP_ACK, TCP_CWR, TCP_ECE, TCP_SAE,  # noqa
 from pathspider.client import tcpclient
 from pathspider.client.pluginkit import (DEFAULT_CONNECT, DEFAULT_TIMEOUT, EVIDENCE_COLUMNS,
                                          ReactorPlugin, add_command, add_connect_option,
-                                         add_timeout_option, connected, connection_ok,
+                                         add_timeout_option, combine_pair, connected,
+                                         connection_ok,
                                          connectivity as connectivity_state,
                                          connectivity_columns, has_condition, tcp_observer)
 from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
@@ -177,6 +178,8 @@ class ECN(ReactorPlugin, SynchronizedSpider, PluggableSpider):
     summary_columns = SUMMARY_COLUMNS
     summary_legend = SUMMARY_LEGEND
     conditions = staticmethod(conditions)
+    #: PATHspider 2.0's hook (``--format jobs``): :func:`conditions` of the job's two records.
+    combine_flows = combine_pair(conditions)
 
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)

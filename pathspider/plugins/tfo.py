@@ -42,9 +42,9 @@ from pathspider.observer.tfo import (_tfocookie, _tfopacket, _tfosetup,  # noqa:
                                      tfo_packet, tfo_setup)
 from pathspider.client import tcpclient
 from pathspider.client.pluginkit import (DEFAULT_TIMEOUT, EVIDENCE_COLUMNS, add_command,
-                                         add_timeout_option, connected, connection_ok,
-                                         connectivity, connectivity_columns, has_condition,
-                                         merged_record, tcp_observer)
+                                         add_timeout_option, combine_pair, connected,
+                                         connection_ok, connectivity, connectivity_columns,
+                                         has_condition, merged_record, tcp_observer)
 from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.tfo")
@@ -74,16 +74,18 @@ def conditions(baseline, experiment):
     """Conditions for one target, in the style of 2.0 (proposed for TFO in 1.0's issue #203).
 
     ``tfo.connectivity.works|broken|transient|offline`` (``skipped`` experiments count as
-    failed); ``tfo.cookie.received|not_received`` from the baseline's SYN+ACK;
-    ``tfo.syndata.acked|not_acked|not_sent`` from the experiment's SYN.
+    failed); ``tfo.cookie.received|not_received`` from the baseline's SYN+ACK; and, as in
+    PATHspider's master branch, when the experiment's SYN carried a cookie,
+    ``tfo.syndata.acked`` (its SYN+ACK acknowledged the data on the SYN), ``not_acked`` (it
+    acknowledged the SYN only) or ``failed`` (no SYN+ACK came back).
     """
     conds = [f'tfo.connectivity.{connectivity(connected(baseline), connected(experiment))}']
     if baseline and baseline.get('observed'):
         got = baseline.get('tfo_ackkind') and baseline.get('tfo_ackclen')
         conds.append('tfo.cookie.received' if got else 'tfo.cookie.not_received')
-    if experiment and experiment.get('observed'):
-        if not experiment.get('tfo_dlen'):
-            conds.append('tfo.syndata.not_sent')
+    if experiment and experiment.get('observed') and experiment.get('tfo_synclen'):
+        if not experiment.get('tfo_ack'):
+            conds.append('tfo.syndata.failed')
         elif syn_data_acked(experiment):
             conds.append('tfo.syndata.acked')
         else:
@@ -122,6 +124,9 @@ class TFO(DesynchronizedSpider, PluggableSpider):
     summary_columns = SUMMARY_COLUMNS
     summary_legend = SUMMARY_LEGEND
     conditions = staticmethod(conditions)
+    #: PATHspider 2.0's hook (``--format jobs``): :func:`conditions` of the job's two records
+    #: (the experiment is None when it was skipped).
+    combine_flows = combine_pair(conditions)
 
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)

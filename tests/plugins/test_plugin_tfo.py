@@ -19,7 +19,9 @@ def rec(config, **kw):
 @pytest.mark.parametrize("baseline,experiment,expected", [
     (rec(0), rec(1), ["tfo.connectivity.works", "tfo.cookie.received", "tfo.syndata.acked"]),
     (rec(0, tfo_ackkind=0, tfo_ackclen=0), rec(1, tfo_synclen=0, tfo_dlen=0, tfo_ack=1001),
-     ["tfo.connectivity.works", "tfo.cookie.not_received", "tfo.syndata.not_sent"]),
+     ["tfo.connectivity.works", "tfo.cookie.not_received"]),        # no cookie: no SYN data
+    (rec(0), rec(1, tfo_ack=0, connstate=False),
+     ["tfo.connectivity.broken", "tfo.cookie.received", "tfo.syndata.failed"]),
     (rec(0), rec(1, tfo_ack=1001),
      ["tfo.connectivity.works", "tfo.cookie.received", "tfo.syndata.not_acked"]),
     (rec(0, connstate=False, tfo_ackkind=0, tfo_ackclen=0), None,
@@ -83,7 +85,7 @@ def test_tfo_end_to_end(lab_client_state, tmp_path):
         assert base["tfo_synkind"] == 34 and base["tfo_ackkind"] == 0      # no cookie
         assert exp["tfo_synclen"] == 0 and exp["tfo_dlen"] == 0             # no data on SYN
         assert tfo.conditions(base, exp) == ["tfo.connectivity.works",
-                                             "tfo.cookie.not_received", "tfo.syndata.not_sent"]
+                                             "tfo.cookie.not_received"]
 
     for ip, recs in of_class(table, "unreachable").items():
         assert set(recs) == {0}, ip                                      # experiment skipped
