@@ -1,4 +1,9 @@
-"""End-to-end benchmark: the ``ecn`` plugin on the lab, through the real command line.
+"""End-to-end benchmark: a plugin (``ecn`` by default) on the lab, through the real command line.
+
+``--plugin`` picks the measurement: ``ecn``; ``evilbit`` (forged TCP SYNs, port 80),
+``evilbit-dnsudp`` (``evilbit --connect dnsudp``: forged DNS queries, port 53) or ``udpzero``
+(forged DNS queries, port 53). Each has its own rule for what every class must show (see
+:func:`classified_right`).
 
 Scenario (a): ``--count`` targets (default 5,000) spread over every impairment class that
 answers (clean, clean2, ecn-syn-drop, ecn-bleach, dscp-bleach, tfo-strip, unreachable,
@@ -15,6 +20,7 @@ runs on the machine, unlike jobs/s).
 
     .venv/bin/python benchmarks/e2e.py [--lab psbench] [--count 5000] [--workers 100]
                                        [--scenario a|b|both] [--keep-lab]
+                                       [--plugin ecn|evilbit|evilbit-dnsudp|udpzero]
 
 Targets (issue 5): (a) >= 2,000 jobs/s with every target classified right and no capture
 drops; (b) >= 1,000 jobs/s. Note on (b): a blackholed target ends ``--timeout`` after its SYN
@@ -55,7 +61,7 @@ import time
 from pathlib import Path
 
 from pathspider.lab import Lab, netns, plan
-from pathspider.plugins import ecn
+from pathspider.plugins import ecn, evilbit, udpzero
 
 ANSWERING = [c for c in plan.CLASS_NAMES if c != "blackhole"]
 WORKS = ["ecn.connectivity.works", "ecn.negotiation.succeeded", "ecn.ipmark.ect0.seen"]
@@ -68,10 +74,39 @@ RSS_WRAPPER = ("import resource, subprocess, sys\n"
                "sys.exit(status)\n")
 
 
-def classified_right(cls, base, exp):
+#: --plugin: (pathspider arguments, target port, conditions function, the impairment class
+#: its experiment must break in IPv4 and IPv6).
+PLUGINS = {
+    "ecn": (["ecn"], plan.HTTP_PORT, ecn.conditions, None),
+    "evilbit": (["evilbit"], plan.HTTP_PORT, evilbit.conditions, ("evilbit-drop", None)),
+    "evilbit-dnsudp": (["evilbit", "--connect", "dnsudp"], plan.DNS_PORT, evilbit.conditions,
+                       ("evilbit-drop", None)),
+    "udpzero": (["udpzero"], plan.DNS_PORT, udpzero.conditions, ("udp-zero-drop", None)),
+}
+
+
+def forge_classified_right(plugin, cls, base, exp):
+    """The rule for the forging plugins: their impaired class broken (IPv4 only: IPv6 targets
+    get no evil bit and no zero checksum by default, so there it works), unreachable and
+    blackholed targets offline, every other class works; always observed."""
+    conds = PLUGINS[plugin][2](base, exp)
+    if "pathspider.not_observed" in conds:
+        return False
+    name = PLUGINS[plugin][0][0]
+    impaired = PLUGINS[plugin][3][":" in base["dip"]]
+    if cls == impaired:
+        return conds[0] == f"{name}.connectivity.broken"
+    if cls in ("unreachable", "blackhole"):
+        return conds[0] == f"{name}.connectivity.offline"
+    return conds[0] == f"{name}.connectivity.works" and "evilbit.mark.seen" not in conds
+
+
+def classified_right(cls, base, exp, plugin="ecn"):
     """Whether the pair of records shows what impairment class ``cls`` must produce."""
     if base is None or exp is None:
         return False
+    if plugin != "ecn":
+        return forge_classified_right(plugin, cls, base, exp)
     conds = ecn.conditions(base, exp)
     if "pathspider.not_observed" in conds:
         return False
@@ -89,12 +124,12 @@ def classified_right(cls, base, exp):
     return all(c in conds for c in WORKS)
 
 
-def make_targets(lab, count, blackholed_share, classes=ANSWERING):
+def make_targets(lab, count, blackholed_share, classes=ANSWERING, port=plan.HTTP_PORT):
     """(a)-style rows, plus ``blackholed_share`` of blackholed rows spread through the list."""
-    rows = lab.targets(count, classes, "both")
+    rows = lab.targets(count, classes, "both", port)
     if not blackholed_share:
         return rows
-    silent = lab.targets(int(count * blackholed_share), ["blackhole"], "both")
+    silent = lab.targets(int(count * blackholed_share), ["blackhole"], "both", port)
     step = max(1, len(rows) // max(1, len(silent)))
     out = []
     for i, row in enumerate(rows):
@@ -107,14 +142,15 @@ def make_targets(lab, count, blackholed_share, classes=ANSWERING):
     return out
 
 
-def run(lab, rows, workers, timeout, workdir):
-    """Run ecn over ``rows`` in the lab client; return the figures as a dict."""
+def run(lab, rows, workers, timeout, workdir, plugin="ecn"):
+    """Run ``plugin`` over ``rows`` in the lab client; return the figures as a dict."""
     infile, outfile = workdir / "targets.csv", workdir / "results.ndjson"
     rssfile = workdir / "rss"
     infile.write_text("".join(",".join(map(str, r)) + "\n" for r in rows))
     argv = [sys.executable, "-c", RSS_WRAPPER, str(rssfile),
             sys.executable, "-m", "pathspider.run", "-i", plan.CLIENT_IFACE, "-w", str(workers),
-            "--input", str(infile), "--output", str(outfile), "ecn", "--timeout", str(timeout)]
+            "--input", str(infile), "--output", str(outfile), *PLUGINS[plugin][0],
+            "--timeout", str(timeout)]
     started = time.monotonic()
     proc = subprocess.run(netns.command(lab.client_netns, argv), capture_output=True, text=True)
     wall = time.monotonic() - started
@@ -122,16 +158,16 @@ def run(lab, rows, workers, timeout, workdir):
         raise SystemExit(f"pathspider failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     records = [json.loads(line) for line in outfile.read_text().splitlines() if line]
     rss_kb, cpu_s = rssfile.read_text().split()
-    return figures(rows, records, proc.stderr, wall, int(rss_kb), float(cpu_s))
+    return figures(rows, records, proc.stderr, wall, int(rss_kb), float(cpu_s), plugin)
 
 
-def figures(rows, records, log, wall, rss_kb, cpu_s):
+def figures(rows, records, log, wall, rss_kb, cpu_s, plugin="ecn"):
     pairs = {}
     for rec in records:
         pairs.setdefault((rec["dip"], str(rec["rank"])), [None, None])[
             1 if rec["config"] else 0] = rec
     verdicts = [(ip, classified_right(plan.class_of(ip), *pairs.get((ip, str(rank)),
-                                                                    (None, None))))
+                                                                    (None, None)), plugin))
                 for ip, _, _, rank in rows]
     right = sum(ok for _, ok in verdicts)
     observer = {}
@@ -171,6 +207,8 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--scenario", choices=["a", "b", "both"], default="both")
     parser.add_argument("--keep-lab", action="store_true")
+    parser.add_argument("--plugin", choices=sorted(PLUGINS), default="ecn",
+                        help="the measurement to run (default ecn)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure the target list this many times over in one run (the "
                              "lab has 254 hosts per class; repeats show the sustained rate)")
@@ -186,12 +224,12 @@ def main(argv=None):
         scenarios = ["a", "b"] if args.scenario == "both" else [args.scenario]
         for name in scenarios:
             rows = make_targets(lab, args.count, 0.1 if name == "b" else 0.0,
-                                args.classes.split(","))
+                                args.classes.split(","), PLUGINS[args.plugin][1])
             rows = [[ip, port, host, i + 1] for i, (ip, port, host, _) in
                     enumerate(rows * args.repeat)]
             with tempfile.TemporaryDirectory(prefix="psbench-") as tmp:
-                result = run(lab, rows, args.workers, args.timeout, Path(tmp))
-            print(f"scenario ({name}): {json.dumps(result)}", flush=True)
+                result = run(lab, rows, args.workers, args.timeout, Path(tmp), args.plugin)
+            print(f"scenario ({name}, {args.plugin}): {json.dumps(result)}", flush=True)
     finally:
         if not (was_up or args.keep_lab):
             lab.down()
