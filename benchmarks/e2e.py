@@ -1,8 +1,8 @@
 """End-to-end benchmark: a plugin (``ecn`` by default) on the lab, through the real command line.
 
 ``--plugin`` picks the measurement: ``ecn``; ``evilbit`` (forged TCP SYNs, port 80),
-``evilbit-dnsudp`` (``evilbit --connect dnsudp``: forged DNS queries, port 53) or ``udpzero``
-(forged DNS queries, port 53). Each has its own rule for what every class must show (see
+``evilbit-dnsudp`` (``evilbit --connect dnsudp``: forged DNS queries, port 53), ``udpzero``
+(forged DNS queries, port 53) or ``mss`` (one connection per job, port 80). Each has its own rule for what every class must show (see
 :func:`classified_right`).
 
 Scenario (a): ``--count`` targets (default 5,000) spread over every impairment class that
@@ -20,7 +20,7 @@ runs on the machine, unlike jobs/s).
 
     .venv/bin/python benchmarks/e2e.py [--lab psbench] [--count 5000] [--workers 100]
                                        [--scenario a|b|both] [--keep-lab]
-                                       [--plugin ecn|evilbit|evilbit-dnsudp|udpzero]
+                                       [--plugin ecn|evilbit|evilbit-dnsudp|udpzero|mss]
 
 Targets (issue 5): (a) >= 2,000 jobs/s with every target classified right and no capture
 drops; (b) >= 1,000 jobs/s. Note on (b): a blackholed target ends ``--timeout`` after its SYN
@@ -61,7 +61,7 @@ import time
 from pathlib import Path
 
 from pathspider.lab import Lab, netns, plan
-from pathspider.plugins import ecn, evilbit, udpzero
+from pathspider.plugins import ecn, evilbit, mss, udpzero
 
 ANSWERING = [c for c in plan.CLASS_NAMES if c != "blackhole"]
 WORKS = ["ecn.connectivity.works", "ecn.negotiation.succeeded", "ecn.ipmark.ect0.seen"]
@@ -82,7 +82,11 @@ PLUGINS = {
     "evilbit-dnsudp": (["evilbit", "--connect", "dnsudp"], plan.DNS_PORT, evilbit.conditions,
                        ("evilbit-drop", None)),
     "udpzero": (["udpzero"], plan.DNS_PORT, udpzero.conditions, ("udp-zero-drop", None)),
+    "mss": (["mss"], plan.HTTP_PORT, mss.conditions, ("mss-rewrite", "mss-rewrite")),
 }
+
+#: Plugins that make one connection per job (their record is the "baseline" of the pair).
+SINGLE = {"mss"}
 
 
 def forge_classified_right(plugin, cls, base, exp):
@@ -101,8 +105,24 @@ def forge_classified_right(plugin, cls, base, exp):
     return conds[0] == f"{name}.connectivity.works" and "evilbit.mark.seen" not in conds
 
 
+def mss_classified_right(cls, record):
+    """mss: the mss-rewrite class deflated to the lab's MSS, unreachable and blackholed
+    targets offline, every other class unchanged; always observed."""
+    conds = mss.conditions(record)
+    if "pathspider.not_observed" in conds:
+        return False
+    if cls in ("unreachable", "blackhole"):
+        return conds[0] == "mss.connectivity.offline"
+    if cls == "mss-rewrite":
+        return "mss.option.received.deflated" in conds and \
+            f"mss.option.remote.value:{plan.REWRITTEN_MSS}" in conds
+    return "mss.option.received.unchanged" in conds
+
+
 def classified_right(cls, base, exp, plugin="ecn"):
     """Whether the pair of records shows what impairment class ``cls`` must produce."""
+    if plugin in SINGLE:
+        return base is not None and exp is None and mss_classified_right(cls, base)
     if base is None or exp is None:
         return False
     if plugin != "ecn":
