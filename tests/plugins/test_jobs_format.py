@@ -38,14 +38,14 @@ def mss_expected(cls, family):
             f"mss.option.received.{'deflated' if cls == 'mss-rewrite' else 'unchanged'}"]
 
 
-def job_list():
+def job_list(port=plan.HTTP_PORT):
     """One 2.0 job per class and IP version, with extra fields of every JSON kind; IPv6
     addresses in upper case (the output keeps them as given)."""
     jobs = []
     for cls in plan.CLASS_NAMES:
         for family in (4, 6):
             ip = str(plan.target_address(cls, 3, family))
-            jobs.append({"dip": ip.upper(), "dp": plan.HTTP_PORT,
+            jobs.append({"dip": ip.upper(), "dp": port,
                          "domain": f"t3.{cls}.{plan.DOMAIN}", "rank": len(jobs) + 1,
                          "info": {"class": cls, "family": family, "tags": ["a", 1, None]},
                          "dip_asn": 64496, "note": "é ✓ \u2028", "flag": True,
@@ -53,8 +53,8 @@ def job_list():
     return jobs
 
 
-def run_jobs(lab, tmp_path, plugin, *plugin_args):
-    jobs = job_list()
+def run_jobs(lab, tmp_path, plugin, *plugin_args, port=plan.HTTP_PORT):
+    jobs = job_list(port)
     infile = tmp_path / f"{plugin}-jobs.ndjson"
     infile.write_text("# a PATHspider 2 job list\n"
                       + "".join(json.dumps(job, ensure_ascii=False) + "\n" for job in jobs),
@@ -120,3 +120,28 @@ def test_summary_reads_the_jobs_file(mss_lines):
     deflated = header.index("deflated") - 1
     assert rows["mss-rewrite v4"][deflated] == "1" and rows["mss-rewrite v6"][deflated] == "1"
     assert rows["clean v4"][deflated] == "0"
+
+
+#: Every other bundled plugin, with the options and port its jobs need.
+OTHER_PLUGINS = {
+    "dscp": (["--timeout", "2"], plan.HTTP_PORT, 2),
+    "tfo": (["--timeout", "2"], plan.HTTP_PORT, 2),
+    "evilbit": ([], plan.HTTP_PORT, 2),
+    "evilbit-dnsudp": (["--connect", "dnsudp", "--timeout", "2"], plan.DNS_PORT, 2),
+    "udpzero": (["--timeout", "2"], plan.DNS_PORT, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_PLUGINS))
+def test_every_plugin_passes_the_job_fields_through(lab, tmp_path, name):
+    """A 2.0 job list with extra fields through each plugin in ``--format jobs``: one line
+    per job with the fields unchanged (checked in run_jobs), its connections' records, and
+    conditions named after the plugin."""
+    args, port, connections = OTHER_PLUGINS[name]
+    plugin = name.split("-")[0]
+    jobs, by_dip, _, _ = run_jobs(lab, tmp_path, plugin, *args, port=port)
+    for job in jobs:
+        line = by_dip[job["dip"]]
+        # tfo skips its experiment where the baseline got no cookie (unreachable targets)
+        assert 1 <= len(line["flow_results"]) <= connections, (name, job["dip"])
+        assert any(c.startswith(plugin + ".") for c in line["conditions"]), line["conditions"]
