@@ -95,6 +95,8 @@ setup(
         "pyroute2>=0.7",
         "dnspython>=2.3",
         "pcapy-ng>=1.0.9",
+        "h2>=4.1",
+        "cryptography>=41",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "setuptools", "wheel"],

@@ -18,8 +18,18 @@ accept, a read of its request (which has usually arrived by the time the connect
 accepted, so it is read at once, without registering the socket with epoll), a write and a
 close; responses are built once per request line and target address. What goes on the wire
 is what the asyncio server sent: the same bytes, one write, then the close (FIN).
+
+HTTP/2 cleartext upgrades (RFC 7540 section 3.2): with ``--handoff PATH`` (the supervisor gives
+it), a request asking for ``Upgrade: h2c`` to a target that speaks HTTP/2
+(:func:`pathspider.lab.plan.serves_h2`) is handed, with its socket (``SCM_RIGHTS`` over a
+connection to the Unix ``SOCK_SEQPACKET`` socket ``PATH``), to :mod:`pathspider.lab.h2d`, which
+answers ``101 Switching Protocols`` and speaks HTTP/2 on it. Every other request, an upgrade
+request to an ``h2-none`` target included, is answered here exactly as before; should the
+handoff fail (h2d restarting), the request is answered here too, in HTTP/1.1. The only cost for
+plain requests is looking for ``h2c`` in the header block.
 """
 import argparse
+import array
 import collections
 import logging
 import select
@@ -39,6 +49,9 @@ READ_SIZE = 65536
 ACCEPT_BATCH = 256
 #: Responses remembered (by request line and target address) before the memo is cleared.
 RESPONSES_KEPT = 65536
+
+#: Bytes that every h2c upgrade request holds (the ``Upgrade`` token), looked for first.
+_H2C = b"h2c"
 
 _REASONS = {200: "OK", 400: "Bad Request", 405: "Method Not Allowed",
             431: "Request Header Fields Too Large"}
@@ -60,6 +73,43 @@ def response(status, body, head_only=False):
               f"Content-Length: {len(body)}\r\n"
               f"Connection: close\r\n\r\n").encode()
     return header if head_only else header + body
+
+
+def _fields(lines):
+    """``{lower-case name: value}`` of header lines (repeated fields joined with ``,``), or
+    None if a line is not a header field."""
+    fields = {}
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            return None
+        name, value = name.strip().lower(), value.strip()
+        fields[name] = fields[name] + b"," + value if name in fields else value
+    return fields
+
+
+def _tokens(value):
+    return {token.strip().lower() for token in value.split(b",")}
+
+
+def h2c_upgrade(head):
+    """``(HTTP2-Settings value, method)`` if the header block ``head`` is an h2c upgrade
+    request that RFC 7540 section 3.2 lets a server accept (``GET`` or ``HEAD``, HTTP/1.1,
+    ``Upgrade: h2c``, ``Connection: Upgrade, HTTP2-Settings`` and exactly one
+    ``HTTP2-Settings`` field), else None."""
+    lines = head.split(b"\r\n")
+    request = lines[0].split()
+    if len(request) != 3 or request[0] not in (b"GET", b"HEAD") or request[2] != b"HTTP/1.1":
+        return None
+    fields = _fields(lines[1:])
+    if not fields or _H2C not in _tokens(fields.get(b"upgrade", b"")):
+        return None
+    if not {b"upgrade", b"http2-settings"} <= _tokens(fields.get(b"connection", b"")):
+        return None
+    settings = fields.get(b"http2-settings")
+    if settings is None or b"," in settings:
+        return None
+    return settings, request[0]
 
 
 def handle_request(head, local_ip):
@@ -98,8 +148,11 @@ class Server:
     the same for all), so the loop sleeps exactly until the first one.
     """
 
-    def __init__(self, listeners, stop_fd):
+    def __init__(self, listeners, stop_fd, handoff=None):
         self.epoll = select.epoll()
+        self.handoff = handoff              # h2d's Unix socket path, or None
+        self._handoff_sock = None
+        self._handoff_failures = 0
         self.listeners = {sock.fileno(): sock for sock in listeners}
         self.stop_fd = stop_fd
         self.conns = {}                     # fd -> _Connection
@@ -173,7 +226,11 @@ class Server:
             buf = conn.buf = conn.buf + data
             end = buf.find(b"\r\n\r\n")
             if end >= 0:
-                self._respond(fd, conn, self._response(buf[:end], conn.local_ip))
+                head = buf[:end]
+                if self.handoff is not None and _H2C in head and \
+                        self._upgrade(fd, conn, head, buf):
+                    return
+                self._respond(fd, conn, self._response(head, conn.local_ip))
                 return
             if len(buf) > MAX_HEADER:
                 self._respond(fd, conn, response(431, b"header too large\n"))
@@ -183,6 +240,40 @@ class Server:
             self.conns[fd] = conn
             self.deadlines.append((conn.deadline, fd, conn))
             self.epoll.register(fd, select.EPOLLIN)
+
+    def _upgrade(self, fd, conn, head, buf):
+        """Hand an h2c upgrade request for an HTTP/2 target, with its socket, to h2d.
+
+        True if h2d has it (this process then lets go of the socket); False if it is not such
+        a request or h2d could not take it: the caller answers in HTTP/1.1.
+        """
+        if not plan.serves_h2(conn.local_ip) or h2c_upgrade(head) is None:
+            return False
+        rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))
+        for _ in range(2):          # once more on a new connection if h2d was restarted
+            try:
+                if self._handoff_sock is None:
+                    self._handoff_sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET |
+                                                       socket.SOCK_CLOEXEC)
+                    self._handoff_sock.settimeout(1.0)      # bounded, even with a full backlog
+                    self._handoff_sock.connect(self.handoff)
+                self._handoff_sock.sendmsg([buf], [rights], socket.MSG_DONTWAIT)
+                break
+            except OSError as exc:
+                error = exc
+                if self._handoff_sock is not None:
+                    self._handoff_sock.close()
+                    self._handoff_sock = None
+        else:
+            self._handoff_failures += 1
+            if self._handoff_failures == 1 or self._handoff_failures % 1000 == 0:
+                log.warning("cannot hand an h2c upgrade to h2d (%s; %d so far): answering "
+                            "in HTTP/1.1", error, self._handoff_failures)
+            return False
+        if conn.deadline is not None:       # h2d shares the socket: epoll would keep it
+            self.epoll.unregister(fd)
+        self._close(fd, conn)
+        return True
 
     def _response(self, head, local_ip):
         """``handle_request(head, local_ip)``, remembered by request line and address."""
@@ -251,12 +342,13 @@ def make_listeners(port):
     return socks
 
 
-def serve(port):
-    """Listen on ``port``, say so to the supervisor, serve until SIGTERM or SIGINT."""
+def serve(port, handoff=None):
+    """Listen on ``port``, say so to the supervisor, serve until SIGTERM or SIGINT (h2c
+    upgrades go to h2d's socket ``handoff`` when given)."""
     listeners = make_listeners(port)
     stop_fd = service.term_wakeup_fd()
     service.signal_ready(f"httpd listening on port {port}")
-    Server(listeners, stop_fd).run()
+    Server(listeners, stop_fd, handoff).run()
     for sock in listeners:
         sock.close()
 
@@ -264,10 +356,12 @@ def serve(port):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=plan.HTTP_PORT)
+    parser.add_argument("--handoff", metavar="PATH",
+                        help="h2d's Unix socket: hand h2c upgrade requests to it")
     args = parser.parse_args(argv)
     service.setup_logging("httpd")
     log.info("starting on port %d", args.port)
-    serve(args.port)
+    serve(args.port, args.handoff)
     log.info("stopped")
     return 0
 

@@ -21,6 +21,10 @@ LOSS_CHAIN = "loss"
 DELAYER_IFACE = "dly0"
 
 _SYN = "tcp flags & syn == syn"
+#: A TCP segment from port 80 whose payload starts with "HTTP/1.1 101" (a protocol switch
+#: answered: the h2c upgrade). ``@ih`` is the transport payload, whatever the TCP options.
+_UPGRADE_ANSWER = (f"tcp sport {plan.HTTP_PORT} @ih,0,96 0x"
+                   + b"HTTP/1.1 101".hex())
 
 # class -> list of (direction, families, condition, action). Families: "ip" and/or "ip6";
 # "{f}" in an action is replaced by the family keyword.
@@ -39,6 +43,8 @@ RULES = {
     "udp-zero-drop": [("to", ("ip", "ip6"), "udp checksum 0", "drop")],
     "mss-rewrite": [(d, ("ip", "ip6"), _SYN, f"tcp option maxseg size set {plan.REWRITTEN_MSS}")
                     for d in ("to", "from")],
+    "h2-none": [("to", ("ip", "ip6"), "", "")],
+    "h2c-drop": [("from", ("ip", "ip6"), _UPGRADE_ANSWER, "drop")],
 }
 
 _TERMINAL = ("drop", "reject")

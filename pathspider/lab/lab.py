@@ -28,7 +28,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import impair, netns, path, plan, probe, procs, targets, topology
+from . import impair, netns, path, pki, plan, probe, procs, targets, topology
 
 log = logging.getLogger("pathspider.lab")
 
@@ -147,6 +147,8 @@ class Lab:
                              f"got {http_workers}")
         self.http_workers = http_workers or min(4, max(2, os.cpu_count() or 2))
         self.resolv_dir = os.path.join(RESOLV_ROOT, self.client_netns)
+        #: The lab CA's certificate (made by ``up``): HTTPS clients verify targets with it.
+        self.ca_file = os.path.join(self.rundir, pki.CA_FILE)
 
     def __repr__(self):
         return f"Lab(name={self.name!r}, rundir={self.rundir!r})"
@@ -341,6 +343,7 @@ class Lab:
         impair.load(self.mbox_netns)
         state["resolv"] = self._write_resolv()
         self._write_state(state)
+        pki.make(self.rundir)                   # a new lab CA and HTTPS certificate
         state["supervisor"] = self._start_servers()
         self._write_state(state)
         failures = netns.call_in(self.client_netns, probe.wait_ready)

@@ -65,6 +65,8 @@ TARGETS_V4 = ipaddress.ip_network("198.18.64.0/18")
 TARGETS_V6 = ipaddress.ip_network("2001:db8:100::/48")
 
 HTTP_PORT = 80
+#: HTTPS (HTTP/1.1 and HTTP/2 through ALPN) on every target address.
+HTTPS_PORT = 443
 DNS_PORT = 53
 DOMAIN = "lab.test"
 #: Host numbers usable in every class (same number in IPv4 and IPv6).
@@ -85,7 +87,15 @@ _CLASSES = [
     ("evilbit-drop", "IPv4 packets with the reserved (evil) flag bit dropped"),
     ("udp-zero-drop", "UDP datagrams with checksum 0 dropped"),
     ("mss-rewrite", f"TCP MSS option in SYNs and SYN-ACKs rewritten to {REWRITTEN_MSS}"),
+    ("h2-none", "no impairment; the server answers HTTP/1.1 only: no h2c upgrade on port "
+                "80, no h2 in its ALPN on port 443"),
+    ("h2c-drop", "TCP segments from port 80 starting with an h2c upgrade's answer "
+                 "(\"HTTP/1.1 101\") dropped: asking for h2c breaks the connection; TLS "
+                 "(ALPN h2) passes"),
 ]
+
+#: Classes whose targets do not speak HTTP/2 (the server's choice, not the middlebox's).
+H2_REFUSED = frozenset({"h2-none"})
 
 
 def _class_net6(index):
@@ -123,3 +133,9 @@ def class_of(address):
         if addr in (c.net4 if addr.version == 4 else c.net6):
             return c.name
     return None
+
+
+def serves_h2(address):
+    """Whether the server speaks HTTP/2 (h2c upgrade, ALPN h2) on target ``address``: on
+    every address but those of the classes in :data:`H2_REFUSED`."""
+    return class_of(address) not in H2_REFUSED

@@ -7,6 +7,7 @@ nothing sleeps.
 import collections
 import selectors
 import socket
+import ssl
 import threading
 import time
 
@@ -60,6 +61,28 @@ def _check_http(family):
         raise OSError(f"HTTP check of {addr} got status {status}")
 
 
+def tls_alpn(address, port=plan.HTTPS_PORT, alpn=("h2", "http/1.1"), timeout=2.0):
+    """TLS handshake (no certificate check) offering ``alpn``; returns the protocol the
+    server chose (None if none). Raises OSError (``ssl.SSLError`` included)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(list(alpn))
+    family = socket.AF_INET6 if ":" in str(address) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((str(address), port))
+        with ctx.wrap_socket(sock) as tls:
+            return tls.selected_alpn_protocol()
+
+
+def _check_https(family):
+    addr = plan.target_address("clean", 1, family)
+    chosen = tls_alpn(addr)
+    if chosen != "h2":
+        raise OSError(f"HTTPS check of {addr}: ALPN chose {chosen!r}, not 'h2'")
+
+
 def _check_dns(server, tcp):
     want = str(plan.target_address("clean", 1, 4))
     resp = dns_query(server, names.hostname("clean", 1), "A", tcp=tcp)
@@ -70,6 +93,7 @@ def _check_dns(server, tcp):
 def checks():
     """The readiness checks: (description, callable) pairs."""
     out = [(f"HTTP over IPv{f}", lambda f=f: _check_http(f)) for f in (4, 6)]
+    out += [(f"HTTPS over IPv{f}", lambda f=f: _check_https(f)) for f in (4, 6)]
     for server in (plan.DNS_V4, plan.DNS_V6):
         for tcp in (False, True):
             out.append((f"DNS {'TCP' if tcp else 'UDP'} at {server}",

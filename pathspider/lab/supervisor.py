@@ -1,12 +1,12 @@
 """Starts the lab's servers in the server namespace, restarts them if they die, stops them.
 
-Run by ``Lab.up`` as ``ip netns exec <name>-server python -m pathspider.lab.supervisor
---rundir DIR --daemon``. It starts every service (several ``httpd`` workers sharing the port
-with SO_REUSEPORT, and ``dnsd``), each logging to ``DIR/<service>.log``; waits until every one
-has signalled readiness; records the PIDs in ``DIR/pids.json``; prints ``ready`` on stdout
-(which ``Lab.up`` waits for; with ``--daemon`` it has detached by then); then supervises: a
-service that exits is restarted, at most ``MAX_RESTARTS`` times per ``RESTART_WINDOW``
-seconds. SIGTERM stops all services and exits.
+Run by ``Lab.up`` as ``ip netns exec <name>-server python -m pathspider.lab.supervisor --rundir
+DIR --daemon``. It starts every service (several ``httpd`` workers sharing the port with
+SO_REUSEPORT, ``h2d`` for HTTPS and HTTP/2, and ``dnsd``), each logging to
+``DIR/<service>.log``; waits until every one has signalled readiness; records the PIDs in
+``DIR/pids.json``; prints ``ready`` on stdout (which ``Lab.up`` waits for; with ``--daemon`` it
+has detached by then); then supervises: a service that exits is restarted, at most
+``MAX_RESTARTS`` times per ``RESTART_WINDOW`` seconds. SIGTERM stops all services and exits.
 
 Children get SIGKILL from the kernel should the supervisor itself die (PR_SET_PDEATHSIG),
 so a killed supervisor never leaves orphans. Waiting uses pidfds and a signal wake-up pipe
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from . import service
+from . import pki, service
 
 log = logging.getLogger("pathspider.lab.supervisor")
 
@@ -34,10 +34,18 @@ RESTART_WINDOW = 60.0
 _PR_SET_PDEATHSIG = 1
 
 
-def services(http_workers, http_port=80, dns_port=53):
+#: h2d's socket for h2c upgrades handed over by httpd, in the run directory (services run
+#: there, as do the certificates ``lab up`` made, see :mod:`pathspider.lab.pki`).
+H2C_HANDOFF = "h2c.sock"
+
+
+def services(http_workers, http_port=80, dns_port=53, https_port=443):
     """The services to run: name -> module arguments."""
-    out = {f"httpd-{i}": ["pathspider.lab.httpd", "--port", str(http_port)]
+    out = {f"httpd-{i}": ["pathspider.lab.httpd", "--port", str(http_port),
+                          "--handoff", H2C_HANDOFF]
            for i in range(http_workers)}
+    out["h2d"] = ["pathspider.lab.h2d", "--port", str(https_port), "--cert", pki.CERT_FILE,
+                  "--key", pki.KEY_FILE, "--handoff", H2C_HANDOFF]
     out["dnsd"] = ["pathspider.lab.dnsd", "--port", str(dns_port)]
     return out
 
@@ -179,12 +187,14 @@ def main(argv=None):
     parser.add_argument("--http-workers", type=int, default=2)
     parser.add_argument("--http-port", type=int, default=80)
     parser.add_argument("--dns-port", type=int, default=53)
+    parser.add_argument("--https-port", type=int, default=443)
     parser.add_argument("--daemon", action="store_true",
                         help="detach once every service is ready (used by Lab.up)")
     args = parser.parse_args(argv)
     service.setup_logging("supervisor")
     verdict = service.daemonize() if args.daemon else sys.stdout
-    sup = Supervisor(args.rundir, services(args.http_workers, args.http_port, args.dns_port))
+    sup = Supervisor(args.rundir, services(args.http_workers, args.http_port, args.dns_port,
+                                           args.https_port))
     try:
         sup.start_all()
     except Exception as exc:

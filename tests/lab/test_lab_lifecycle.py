@@ -46,7 +46,8 @@ def footprint(lab):
     status = lab.status()
     inodes = {netns.inode(ns) for ns in lab.namespaces.values()}
     pids = {s["pid"] for s in status["servers"].values()}
-    assert None not in inodes and len(pids) == lab.http_workers + 2
+    # the supervisor, the HTTP workers, h2d (HTTPS and HTTP/2) and dnsd
+    assert None not in inodes and len(pids) == lab.http_workers + 3
     return inodes, pids
 
 
