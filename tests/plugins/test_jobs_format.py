@@ -129,6 +129,7 @@ OTHER_PLUGINS = {
     "evilbit": ([], plan.HTTP_PORT, 2),
     "evilbit-dnsudp": (["--connect", "dnsudp", "--timeout", "2"], plan.DNS_PORT, 2),
     "udpzero": (["--timeout", "2"], plan.DNS_PORT, 2),
+    "h2": (["--timeout", "2"], plan.HTTP_PORT, 2),
 }
 
 
