@@ -2,7 +2,8 @@
 
 ``--plugin`` picks the measurement: ``ecn``; ``evilbit`` (forged TCP SYNs, port 80),
 ``evilbit-dnsudp`` (``evilbit --connect dnsudp``: forged DNS queries, port 53), ``udpzero``
-(forged DNS queries, port 53) or ``mss`` (one connection per job, port 80). Each has its own rule for what every class must show (see
+(forged DNS queries, port 53), ``mss`` (one connection per job, port 80) or ``h2`` (h2c
+upgrade over http, port 80). Each has its own rule for what every class must show (see
 :func:`classified_right`).
 
 Scenario (a): ``--count`` targets (default 5,000) spread over every impairment class that
@@ -20,7 +21,7 @@ runs on the machine, unlike jobs/s).
 
     .venv/bin/python benchmarks/e2e.py [--lab psbench] [--count 5000] [--workers 100]
                                        [--scenario a|b|both] [--keep-lab]
-                                       [--plugin ecn|evilbit|evilbit-dnsudp|udpzero|mss]
+                                       [--plugin ecn|evilbit|evilbit-dnsudp|udpzero|mss|h2]
 
 Targets (issue 5): (a) >= 2,000 jobs/s with every target classified right and no capture
 drops; (b) >= 1,000 jobs/s. Note on (b): a blackholed target ends ``--timeout`` after its SYN
@@ -61,7 +62,7 @@ import time
 from pathlib import Path
 
 from pathspider.lab import Lab, netns, plan
-from pathspider.plugins import ecn, evilbit, mss, udpzero
+from pathspider.plugins import ecn, evilbit, h2, mss, udpzero
 
 ANSWERING = [c for c in plan.CLASS_NAMES if c != "blackhole"]
 WORKS = ["ecn.connectivity.works", "ecn.negotiation.succeeded", "ecn.ipmark.ect0.seen"]
@@ -83,6 +84,7 @@ PLUGINS = {
                        ("evilbit-drop", None)),
     "udpzero": (["udpzero"], plan.DNS_PORT, udpzero.conditions, ("udp-zero-drop", None)),
     "mss": (["mss"], plan.HTTP_PORT, mss.conditions, ("mss-rewrite", "mss-rewrite")),
+    "h2": (["h2"], plan.HTTP_PORT, h2.conditions, ("h2c-drop", "h2c-drop")),
 }
 
 #: Plugins that make one connection per job (their record is the "baseline" of the pair).
@@ -119,12 +121,27 @@ def mss_classified_right(cls, record):
     return "mss.option.received.unchanged" in conds
 
 
+def h2_classified_right(cls, base, exp):
+    """h2 over http: h2c-drop broken, h2-none works without the upgrade, unreachable and
+    blackholed targets offline, every other class works and upgrades; always observed."""
+    conds = h2.conditions(base, exp)
+    if "pathspider.not_observed" in conds:
+        return False
+    expected = {"h2c-drop": ["h2.connectivity.broken"],
+                "h2-none": ["h2.connectivity.works", "h2.upgrade.failed"],
+                "unreachable": ["h2.connectivity.offline"],
+                "blackhole": ["h2.connectivity.offline"]}
+    return conds == expected.get(cls, ["h2.connectivity.works", "h2.upgrade.success"])
+
+
 def classified_right(cls, base, exp, plugin="ecn"):
     """Whether the pair of records shows what impairment class ``cls`` must produce."""
     if plugin in SINGLE:
         return base is not None and exp is None and mss_classified_right(cls, base)
     if base is None or exp is None:
         return False
+    if plugin == "h2":
+        return h2_classified_right(cls, base, exp)
     if plugin != "ecn":
         return forge_classified_right(plugin, cls, base, exp)
     conds = ecn.conditions(base, exp)
