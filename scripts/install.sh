@@ -21,6 +21,10 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
     >/dev/null 2>&1; then
   want_apt+=(python3-dev)
 fi
+# Headless Chromium renders the HTML report in its test (tests/cli/test_report*.py); the
+# report itself does not need it.
+test_apt=()
+command -v chromium >/dev/null 2>&1 || test_apt+=(chromium)
 if [ "$(id -u)" -ne 0 ]; then
   if [ ${#need_apt[@]} -gt 0 ]; then
     echo "install.sh: missing system packages (${need_apt[*]}); run as root to install them" >&2
@@ -30,8 +34,12 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "install.sh: no ${want_apt[*]} (run as root to install them): the Observer's meter" \
          "will run interpreted" >&2
   fi
+  if [ ${#test_apt[@]} -gt 0 ]; then
+    echo "install.sh: no ${test_apt[*]} (run as root to install it): the report's screenshot" \
+         "test will fail" >&2
+  fi
 else
-  need_apt+=("${want_apt[@]}")
+  need_apt+=("${want_apt[@]}" "${test_apt[@]}")
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install.sh: installing system packages: ${need_apt[*]}" >&2

@@ -35,164 +35,51 @@ single-connection plugin such as ``mss`` has none) is interpreted with ``None`` 
 """
 import argparse
 import collections
-import json
 import logging
 import sys
 import textwrap
 
+from pathspider.cli import results
+from pathspider.cli.results import (declares_summary, group_function, is_job_line,  # noqa: F401
+                                    job_key, job_target, order_groups, read_records,
+                                    target_key, targets)
 from pathspider.engine.discovery import load_plugins
 
 log = logging.getLogger("pathspider.cli.summary")
 
 DEFAULT_PLUGIN = "ecn"
 
-
-def declares_summary(plugin):
-    """True if the plugin class says how to summarise its results (see the module docstring)."""
-    return (isinstance(vars(plugin).get("command_name"), str)
-            and getattr(plugin, "summary_columns", None) is not None
-            and callable(getattr(plugin, "conditions", None)))
+#: ``[(key, baseline, experiment)]`` of a list of records, in order of first appearance.
+pair_records = results.pairs_in_order
 
 
 def summary_plugins():
     """``{command name: plugin class}`` of the discovered plugins that declare a summary."""
-    plugins, _ = load_plugins()
-    return {plugin.command_name: plugin for plugin in plugins if declares_summary(plugin)}
-
-
-def is_job_line(record):
-    """True for a line of ``--format jobs`` (one job with its ``flow_results``)."""
-    return isinstance(record, dict) and isinstance(record.get("flow_results"), list)
-
-
-def read_records(stream, name="results"):
-    """Yield the JSON records (``--format flows``) and job lines (``--format jobs``) of an
-    ndjson stream; bad lines are warned and skipped."""
-    for lineno, line in enumerate(stream, start=1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            log.warning("%s line %d: not JSON (%s); skipped", name, lineno, exc)
-            continue
-        if not isinstance(record, dict) or ("config" not in record
-                                            and not is_job_line(record)):
-            log.warning("%s line %d: not a result record; skipped", name, lineno)
-            continue
-        yield record
-
-
-def target_key(record):
-    """What identifies a target across its two records."""
-    return (record.get("dip"), record.get("dp"), record.get("host"), record.get("rank"))
-
-
-def job_key(line):
-    """What identifies the target of a job line (as :func:`target_key` for a record)."""
-    return (line.get("dip"), line.get("dp"), line.get("domain"), line.get("rank"))
-
-
-def job_target(line, plugin):
-    """``(key, baseline, experiment, conditions)`` of a job line: its records by ``config``
-    (by position without one), its written conditions (else the plugin's)."""
-    records = [rec for rec in line["flow_results"] if isinstance(rec, dict)]
-    sides = [None, None]
-    for position, record in enumerate(records):
-        config = record.get("config", position)
-        slot = 1 if config else 0
-        if sides[slot] is None:
-            sides[slot] = record
-    conds = line.get("conditions")
-    if not isinstance(conds, list):
-        conds = plugin.conditions(sides[0], sides[1])
-    return job_key(line), sides[0], sides[1], conds
-
-
-def targets(items, plugin):
-    """``(key, baseline, experiment, conditions)`` for every target of ``items`` (records and
-    job lines, see the module docstring): job lines in order, then the paired records."""
-    records = []
-    for item in items:
-        if is_job_line(item):
-            yield job_target(item, plugin)
-        else:
-            records.append(item)
-    for key, baseline, experiment in pair_records(records):
-        yield key, baseline, experiment, plugin.conditions(baseline, experiment)
-
-
-def pair_records(records):
-    """``[(key, baseline, experiment)]`` in order of first appearance; a missing side is None.
-
-    Repeated targets are paired in order (the n-th baseline with the n-th experiment).
-    """
-    slots = collections.OrderedDict()
-    for record in records:
-        config = 1 if record.get("config") else 0
-        key = target_key(record)
-        pairs = slots.setdefault(key, [])
-        for pair in pairs:
-            if pair[config] is None:
-                pair[config] = record
-                break
-        else:
-            pair = [None, None]
-            pair[config] = record
-            pairs.append(pair)
-    return [(key, b, e) for key, pairs in slots.items() for b, e in pairs]
-
-
-def group_function(kind, by_family=False, class_of=None):
-    """Map a target key to its group label.
-
-    ``kind`` is ``lab`` (``class_of(address)``, the caller's classifier, gives the class name,
-    or None / ValueError for an address outside every class: ``other``), ``host`` or anything
-    else (one group, ``all``).
-    """
-    if kind == "lab":
-        def base(key):
-            try:
-                return class_of(key[0]) or "other"
-            except ValueError:
-                return "other"
-    elif kind == "host":
-        def base(key):
-            return key[2] or "-"
-    else:
-        def base(key):
-            return "all"
-    if not by_family:
-        return base
-    return lambda key: f"{base(key)} {'v6' if ':' in (key[0] or '') else 'v4'}"
+    return results.summary_plugins(load_plugins)
 
 
 def summarise(records, plugin, group):
-    """``{group: Counter(column -> targets)}`` (plus ``"targets"``), groups in order seen.
+    """``{group: Counter(column -> targets)}`` (plus ``"targets"``), groups in order seen (the
+    groups of job lines first).
 
     ``records``: flow records and job lines (see :func:`targets`). ``plugin`` is the plugin
     class (its ``conditions`` and ``summary_columns``), ``group`` maps a target key (see
     :func:`target_key`) to the label of its row.
     """
     columns = plugin.summary_columns
-    table = collections.OrderedDict()
-    for key, baseline, experiment, conds in targets(records, plugin):
-        counts = table.setdefault(group(key), collections.Counter())
+    rows, seen = {}, ({}, {})
+
+    def first_seen(key, is_job):
+        seen[0 if is_job else 1].setdefault(group(key), None)
+
+    for key, baseline, experiment, conds in targets(records, plugin, first_seen):
+        counts = rows.setdefault(group(key), collections.Counter())
         counts["targets"] += 1
         for header, predicate in columns:
             if predicate(conds, baseline, experiment):
                 counts[header] += 1
-    return table
-
-
-def order_groups(table, names):
-    """``table`` with its rows in the order of ``names`` (IPv4 before IPv6 within a name),
-    groups not in ``names`` last."""
-    def rank(item):
-        name, _, family = item[0].partition(" ")
-        return (names.index(name) if name in names else len(names)), family
-    return collections.OrderedDict(sorted(table.items(), key=rank))
+    return collections.OrderedDict((name, rows[name]) for name in {**seen[0], **seen[1]}
+                                   if name in rows)
 
 
 def format_table(table, plugin):
