@@ -189,7 +189,8 @@ def run(lab, rows, workers, timeout, workdir, plugin="ecn"):
             "--input", str(infile), "--output", str(outfile), *PLUGINS[plugin][0],
             "--timeout", str(timeout)]
     started = time.monotonic()
-    proc = subprocess.run(netns.command(lab.client_netns, argv), capture_output=True, text=True)
+    proc = subprocess.run(netns.command(lab.client_netns, argv), capture_output=True, text=True,
+                          env=lab.client_env())
     wall = time.monotonic() - started
     if proc.returncode != 0:
         raise SystemExit(f"pathspider failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

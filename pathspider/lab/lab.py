@@ -48,6 +48,11 @@ DEFAULT_NAME = "psl"
 NAME_ENV = "PATHSPIDER_LAB_NAME"
 #: The test fixtures' old variable, still read when ``$PATHSPIDER_LAB_NAME`` is unset.
 DEPRECATED_NAME_ENV = "PATHSPIDER_TEST_LAB"
+#: Set to the lab's name for commands run in its client namespace (``exec_in_client``,
+#: ``exec_foreground``, ``pathspider lab exec``): a pathspider run that also finds itself in
+#: that namespace measures the lab's ranges, which the default blocklist otherwise skips
+#: (``pathspider.engine.scope.IN_LAB_ENV``, docs/scope.md).
+IN_LAB_ENV = "PATHSPIDER_IN_LAB"
 REQUIRED_TOOLS = {"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "ethtool": "ethtool"}
 
 #: Client-namespace sysctls that measurement plugins change (and must restore).
@@ -470,10 +475,12 @@ class Lab:
         """Run ``argv`` in the client namespace (``ip netns exec``); a CompletedProcess.
 
         The command gets SIGTERM should the calling process die (see
-        :func:`pathspider.lab.procs.die_with_parent`; the calling thread waits for it).
+        :func:`pathspider.lab.procs.die_with_parent`; the calling thread waits for it), and
+        its environment (``env``, default this process's) names the lab (:meth:`client_env`).
         """
         kwargs.setdefault("check", False)
         kwargs.setdefault("preexec_fn", procs.die_with_parent())
+        kwargs["env"] = self.client_env(kwargs.get("env"))
         return subprocess.run(netns.command(self.client_netns, argv), **kwargs)
 
     def exec_foreground(self, argv):
@@ -483,7 +490,17 @@ class Lab:
         the command's, or 128+N if it died of signal N (see
         :func:`pathspider.lab.procs.run_foreground`; main thread only).
         """
-        return procs.run_foreground(netns.command(self.client_netns, argv))
+        return procs.run_foreground(netns.command(self.client_netns, argv),
+                                    env=self.client_env())
+
+    def client_env(self, env=None):
+        """The environment for a command in the client namespace: ``env`` (default: this
+        process's) with ``$PATHSPIDER_IN_LAB`` naming this lab, so that a pathspider run
+        there measures the lab's addresses (it checks that it really is in this lab's client
+        namespace). Use it when starting a command with ``netns.command`` by hand."""
+        env = dict(os.environ if env is None else env)
+        env[IN_LAB_ENV] = self.name
+        return env
 
     def call_in_client(self, fn, *args, **kwargs):
         """Call ``fn`` on a thread inside the client namespace (sockets made there stay)."""

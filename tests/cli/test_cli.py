@@ -116,7 +116,7 @@ def test_broken_third_party_plugin_is_reported_and_others_still_work(tmp_path, l
     proc = run(["brokenplug"], pythonpath=[tree])
     assert proc.returncode == 1 and "brokenplug" in proc.stderr
     assert "this_module_does_not_exist" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run(["-i", "lo", "clitest"], pythonpath=[tree],
+    proc = run(["-i", "lo", "--allow", "clitest"], pythonpath=[tree],
                stdin=f"127.0.0.1,{listener},h,1\n")
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 2
@@ -133,7 +133,7 @@ def test_bad_input_rows_are_warned_with_line_numbers_and_the_run_goes_on(tmp_pat
         f"127.0.0.1,{listener},good2,4",
         "lonely",
     ]) + "\n"
-    proc = run(["-i", "lo", "-w", "4", "clitest"], pythonpath=[tree], stdin=targets)
+    proc = run(["-i", "lo", "--allow", "-w", "4", "clitest"], pythonpath=[tree], stdin=targets)
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert sorted((r["rank"], r["config"]) for r in records) == [
@@ -147,7 +147,7 @@ def test_bad_input_rows_are_warned_with_line_numbers_and_the_run_goes_on(tmp_pat
 def test_input_and_output_files(tmp_path, listener):
     tree = plugin_tree(tmp_path / "tp", "clitest", CLITEST_PLUGIN)
     (tmp_path / "in.csv").write_text(f"127.0.0.1,{listener},h,1\n")
-    proc = run(["-i", "lo", "--input", str(tmp_path / "in.csv"), "--output",
+    proc = run(["-i", "lo", "--allow", "--input", str(tmp_path / "in.csv"), "--output",
                 str(tmp_path / "out.ndjson"), "clitest"], pythonpath=[tree])
     assert proc.returncode == 0, proc.stderr
     assert len((tmp_path / "out.ndjson").read_text().splitlines()) == 2
@@ -173,7 +173,7 @@ def test_missing_input_file_is_one_clear_error(tmp_path):
 def test_example_plugin_runs_as_the_guide_says(listener):
     """``cd examples/pathspider-example && PYTHONPATH=. pathspider example`` with a real
     capture on loopback: both connections observed and merged."""
-    proc = run(["-i", "lo", "-w", "2", "example", "--timeout", "2"], pythonpath=["."],
+    proc = run(["-i", "lo", "--allow", "-w", "2", "example", "--timeout", "2"], pythonpath=["."],
                stdin=f"127.0.0.1,{listener},local,1\n", cwd=EXAMPLE)
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -208,7 +208,7 @@ def test_first_interrupt_finishes_started_jobs_and_exits_130(tmp_path):
     (tmp_path / "in.csv").write_text(
         "".join(f"127.0.0.1,{targets.silent},h,{i}\n" for i in range(200)))
     try:
-        proc = subprocess.Popen(PATHSPIDER + ["-v", "-i", "lo", "-w", "4", "--input",
+        proc = subprocess.Popen(PATHSPIDER + ["-v", "-i", "lo", "--allow", "-w", "4", "--input",
                                               str(tmp_path / "in.csv"), "clitest"],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)

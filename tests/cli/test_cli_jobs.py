@@ -11,7 +11,7 @@ def test_ndjson_jobs_in_flows_out(tmp_path, listener):  # noqa: F811
             "not an object",
             {"dip": "127.0.0.1", "dp": listener, "rank": "r2"}]
     stdin = "".join(json.dumps(job) + "\n" for job in jobs)
-    proc = run(["-i", "lo", "-w", "2", "clitest"], pythonpath=[tree], stdin=stdin)
+    proc = run(["-i", "lo", "--allow", "-w", "2", "clitest"], pythonpath=[tree], stdin=stdin)
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert sorted((r["rank"], r["config"], r["ok"]) for r in records) == [
@@ -23,7 +23,7 @@ def test_ndjson_jobs_in_flows_out(tmp_path, listener):  # noqa: F811
 def test_jobs_format_from_csv_and_from_ndjson(tmp_path, listener):  # noqa: F811
     tree = plugin_tree(tmp_path / "tp", "clitest", CLITEST_PLUGIN)
     csv = f"127.0.0.1,{listener},h.example,7\n"
-    proc = run(["-i", "lo", "--format", "jobs", "clitest"], pythonpath=[tree], stdin=csv)
+    proc = run(["-i", "lo", "--allow", "--format", "jobs", "clitest"], pythonpath=[tree], stdin=csv)
     assert proc.returncode == 0, proc.stderr
     [line] = [json.loads(text) for text in proc.stdout.splitlines()]
     assert list(line)[:4] == ["dip", "dp", "domain", "rank"]
@@ -34,7 +34,7 @@ def test_jobs_format_from_csv_and_from_ndjson(tmp_path, listener):  # noqa: F811
     assert "1 job lines with 2 records written" in proc.stderr
 
     job = {"dip": "127.0.0.1", "dp": listener, "rank": 3, "info": {"deep": [None, 1.5]}}
-    proc = run(["-i", "lo", "--format", "jobs", "--input-format", "ndjson", "clitest"],
+    proc = run(["-i", "lo", "--allow", "--format", "jobs", "--input-format", "ndjson", "clitest"],
                pythonpath=[tree], stdin=json.dumps(job) + "\n")
     assert proc.returncode == 0, proc.stderr
     [line] = [json.loads(text) for text in proc.stdout.splitlines()]
@@ -45,7 +45,8 @@ def test_jobs_format_from_csv_and_from_ndjson(tmp_path, listener):  # noqa: F811
 def test_forced_csv_reads_a_json_line_as_a_bad_row(tmp_path, listener):  # noqa: F811
     tree = plugin_tree(tmp_path / "tp", "clitest", CLITEST_PLUGIN)
     stdin = json.dumps({"dip": "127.0.0.1", "dp": listener}) + "\n"
-    proc = run(["-i", "lo", "--input-format", "csv", "clitest"], pythonpath=[tree], stdin=stdin)
+    proc = run(["-i", "lo", "--allow", "--input-format", "csv", "clitest"], pythonpath=[tree],
+               stdin=stdin)
     assert proc.returncode == 0 and proc.stdout == ""
     assert "input line 1 skipped" in proc.stderr
 

@@ -69,7 +69,8 @@ def test_the_tree_sees_its_plugins_and_the_bundled_ones(tree):
 
 
 def test_the_tree_plugin_runs_and_a_returned_record_is_written(tree):
-    proc = subprocess.run([str(CONSOLE), "-i", "lo", "treeplug"], cwd=tree, env=user_env(),
+    proc = subprocess.run([str(CONSOLE), "-i", "lo", "--allow", "treeplug"], cwd=tree,
+                          env=user_env(),
                           input="198.18.64.1,80,h,1\n198.18.64.2,80,h,2\n",
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -126,8 +127,8 @@ def test_a_bundled_plugin_runs_from_the_tree(tree, tmp_path):
                                    "http.server", "--bind", "127.0.0.1", "8080"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   cwd=tmp_path)
-        proc = subprocess.run(["ip", "netns", "exec", ns, str(CONSOLE), "-i", "lo", "ecn",
-                               "--timeout", "3"], cwd=tree, env=user_env(),
+        proc = subprocess.run(["ip", "netns", "exec", ns, str(CONSOLE), "-i", "lo", "--allow",
+                               "ecn", "--timeout", "3"], cwd=tree, env=user_env(),
                               input="127.0.0.1,8080,,1\n", capture_output=True, text=True,
                               timeout=120)
     finally:

@@ -49,7 +49,8 @@ class FaultRun:
                 *extra, "ecn", "--timeout", str(timeout)]
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(netns.command(lab.client_netns, argv),
-                                     stdout=subprocess.DEVNULL, stderr=self._stderr)
+                                     stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                     env=lab.client_env())
         self._writer = os.open(self.fifo, os.O_WRONLY)      # blocks until pathspider opens it
         self.last_signal = None
         self.children = set()

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.root
 
 
 def pathspider(lab, *args, **kwargs):
-    """argv of the command line in the lab client namespace."""
+    """argv of the command line in the lab client namespace (start it with
+    ``env=lab.client_env()``, so that it measures lab targets as under ``lab exec``)."""
     return netns.command(lab.client_netns, [sys.executable, "-m", "pathspider.run", "-i",
                                             plan.CLIENT_IFACE, *args])
 
@@ -26,7 +27,8 @@ def test_a_closed_pipe_ends_the_run_quietly(lab_client_state, tmp_path):
     fifo = tmp_path / "targets.fifo"
     os.mkfifo(fifo)
     proc = subprocess.Popen(pathspider(lab, "--input", fifo, "ecn", "--timeout", "2"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=lab.client_env())
     with open(fifo, "w") as feed:
         feed.write(csv_lines(rows(lab, ["clean"], 5)))
         feed.flush()
@@ -58,7 +60,7 @@ def test_a_full_disk_keeps_whole_records_and_fails_in_one_line(lab_client_state,
     proc = subprocess.run(netns.command(lab.client_netns, ["unshare", "--mount",
                                                             "--propagation", "private",
                                                             "sh", "-c", script]),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=lab.client_env())
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
     kept = (tmp_path / "kept.ndjson").read_text()
@@ -75,7 +77,8 @@ def test_appending_keeps_what_was_there(lab_client_state, tmp_path):
     results.write_text('{"earlier": true}\n')
     with open(results, "a") as out:
         proc = subprocess.run(pathspider(lab, "--input", targets, "ecn"), stdout=out,
-                              stderr=subprocess.PIPE, text=True, timeout=60)
+                              stderr=subprocess.PIPE, text=True, timeout=60,
+                              env=lab.client_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = results.read_text().splitlines()
     assert lines[0] == '{"earlier": true}' and len(lines) == 1 + 8

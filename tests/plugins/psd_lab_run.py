@@ -75,7 +75,7 @@ def start_plugin(lab, tmp_path, rows, plugin, *plugin_args, workers=16):
     argv, outfile = command(tmp_path, rows, plugin, *plugin_args, workers=workers,
                             verbose=True)
     proc = subprocess.Popen(netns.command(lab.client_netns, argv), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=lab.client_env())
     return proc, outfile
 
 
