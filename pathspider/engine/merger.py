@@ -12,6 +12,11 @@ Differences from 1.0, all about never losing a record:
 * Unmatched flows (traffic not made by the spider) are forgotten oldest first once more than
   ``reap_size`` are waiting, as 1.0 did; results are never aged: at the end every result still
   waiting is merged with ``NO_FLOW``.
+
+Memory: tens of thousands of results wait for their flows during a run (the Observer emits a
+flow some seconds after its connection ended), nearly always one per key. A key's one waiting
+item is therefore stored as it is; only a second one turns the entry into a queue
+(:class:`_Waiting`). A queue per key cost about 600 bytes each, more than the result itself.
 """
 
 import collections
@@ -50,6 +55,48 @@ _canonical = {}
 _CANONICAL_KEPT = 65536
 
 
+class _Waiting(collections.deque):
+    """Two or more items waiting under one key, oldest first (one is stored as it is)."""
+
+    __slots__ = ()
+
+
+def _push(table, key, item):
+    """Add ``item`` to the items waiting under ``key`` in ``table``."""
+    have = table.get(key, _NOTHING)
+    if have is _NOTHING:
+        table[key] = item
+    elif type(have) is _Waiting:
+        have.append(item)
+    else:
+        table[key] = _Waiting((have, item))
+
+
+def _pop(table, key):
+    """Take the oldest item waiting under ``key`` (which must be in ``table``)."""
+    have = table[key]
+    if type(have) is not _Waiting:
+        del table[key]
+        return have
+    item = have.popleft()
+    if len(have) == 1:
+        table[key] = have[0]
+    return item
+
+
+def _first(have):
+    """The oldest of the items stored for one key."""
+    return have[0] if type(have) is _Waiting else have
+
+
+def _items(have):
+    """The items stored for one key, oldest first."""
+    return have if type(have) is _Waiting else (have,)
+
+
+_NOTHING = object()
+
+
 def flow_key(flow):
     """The merge key of an Observer flow record, or None if it lacks ``dip``/``sp``."""
     try:
@@ -84,8 +131,8 @@ class Merger:
         self._merge = merge
         self.match_flows = match_flows
         self.reap_size = reap_size
-        self._results = {}                         # key -> deque of waiting results
-        self._flows = {}                           # key -> deque of waiting flows
+        self._results = {}                         # key -> waiting result(s), see _push
+        self._flows = {}                           # key -> waiting (serial, flow)(s)
         self._flow_order = collections.deque()     # (serial, key) of flows, oldest first
         self._flow_serial = 0
         self._live_flows = 0
@@ -99,7 +146,7 @@ class Merger:
     @property
     def waiting_results(self):
         """How many results are waiting for their flow."""
-        return sum(len(q) for q in self._results.values())
+        return sum(len(_items(have)) for have in self._results.values())
 
     @property
     def waiting_flows(self):
@@ -114,15 +161,12 @@ class Merger:
                 self._unkeyed(res)
             self._emit(NO_FLOW, res)
             return
-        flows = self._flows.get(key)
-        if flows:
-            _, flow = flows.popleft()
-            if not flows:
-                del self._flows[key]
+        if key in self._flows:
+            _, flow = _pop(self._flows, key)
             self._live_flows -= 1
             self._emit(flow, res)
         else:
-            self._results.setdefault(key, collections.deque()).append(res)
+            _push(self._results, key, res)
 
     def add_flow(self, flow):
         """Merge ``flow`` with its waiting result, or keep it (bounded) until it arrives."""
@@ -133,15 +177,11 @@ class Merger:
                 log.warning("flow record without 'dip'/'sp' cannot be merged (is basic_flow in "
                             "the new_flow_chain?): %r", flow)
             return
-        results = self._results.get(key)
-        if results:
-            res = results.popleft()
-            if not results:
-                del self._results[key]
-            self._emit(flow, res)
+        if key in self._results:
+            self._emit(flow, _pop(self._results, key))
             return
         self._flow_serial += 1
-        self._flows.setdefault(key, collections.deque()).append((self._flow_serial, flow))
+        _push(self._flows, key, (self._flow_serial, flow))
         self._flow_order.append((self._flow_serial, key))
         self._live_flows += 1
         while self._live_flows > self.reap_size:
@@ -152,8 +192,8 @@ class Merger:
     def finish(self):
         """Merge every result still waiting with ``NO_FLOW`` (end of run)."""
         results, self._results = self._results, {}
-        for queue in results.values():
-            for res in queue:
+        for have in results.values():
+            for res in _items(have):
                 self._emit(NO_FLOW, res)
         self.leftover_flows = self._live_flows
         self._flows.clear()
@@ -182,17 +222,16 @@ class Merger:
         while self._flow_order:
             serial, key = self._flow_order.popleft()
             flows = self._flows.get(key)
-            if flows and flows[0][0] == serial:
-                flows.popleft()
-                if not flows:
-                    del self._flows[key]
+            if flows is not None and _first(flows)[0] == serial:
+                _pop(self._flows, key)
                 self._live_flows -= 1
                 self.reaped_flows += 1
                 return
 
     def _compact_flow_order(self):
         """Drop the order entries of flows merged since (bounds memory on long runs)."""
-        live = [(serial, key) for key, flows in self._flows.items() for serial, _ in flows]
+        live = [(serial, key) for key, flows in self._flows.items()
+                for serial, _ in _items(flows)]
         live.sort()
         self._flow_order = collections.deque(live)
 

@@ -16,7 +16,7 @@ cdef class Flow:
     cdef public dict tab
     cdef public bytes fkey, rkey
     cdef public long long seq
-    cdef public object expires, isn
+    cdef public object due, isn
     cdef public bint isn_rev
 
 @cython.locals(flow=Flow)
@@ -51,6 +51,7 @@ cdef class FlowTable:
     cdef int _errors_logged
 
     cdef _schedule(self, object t, Flow flow)
+    cdef _unschedule(self, Flow flow)
 
     @cython.locals(clock=object, heap=list, bins=dict, flow=Flow)
     cpdef tick(self, ts)

@@ -16,7 +16,11 @@ of PATHspider 1.0's Observer:
 * A completed flow keeps receiving packets for ``expiry_timeout`` seconds and is then emitted;
   a flow without packets for ``idle_timeout`` seconds is completed. Both run on 1-second bins
   of the packet clock (the timestamps of the packets), so replaying a pcap is deterministic.
-  What is left is emitted by :meth:`FlowTable.flush`.
+  What is left is emitted by :meth:`FlowTable.flush`. A flow has one timer entry at a time
+  (its idle bin, then its expiry bin), and an emitted or forgotten flow has none: the table
+  holds nothing of a flow once it is gone, so its memory stays proportional to the flows
+  alive, however long the run (1.0 kept every ended flow and its record until its idle time
+  had passed).
 * ICMPv4 errors (types 3, 4, 5, 11, 12) and ICMPv6 errors (1, 2, 3, 4) quoting an IP header
   plus 8 bytes are attached to the flow of the quoted packet, as reverse-direction packets of
   it. A shorter quotation is keyed by the ICMP packet's own 3-tuple.
@@ -125,7 +129,7 @@ class Flow:
     key is not ``fkey``. Made by :func:`_flow`.
     """
 
-    __slots__ = ("rec", "state", "tab", "fkey", "rkey", "seq", "expires", "isn", "isn_rev")
+    __slots__ = ("rec", "state", "tab", "fkey", "rkey", "seq", "due", "isn", "isn_rev")
 
 
 def _flow(rec, state, tab, fkey, rkey, seq, isn):
@@ -137,7 +141,7 @@ def _flow(rec, state, tab, fkey, rkey, seq, isn):
     flow.fkey = fkey        # key of the forward direction (first packet)
     flow.rkey = rkey        # key of the reverse direction
     flow.seq = seq          # creation order, for a deterministic flush
-    flow.expires = None     # bin at which a completed flow is emitted
+    flow.due = None         # the bin holding the flow's one timer entry, or None
     flow.isn = isn          # TCP: sequence number of the first pure SYN, or None
     flow.isn_rev = False    # ... and its direction (True: reverse)
     return flow
@@ -220,7 +224,7 @@ class FlowTable:
         self.idle_timeout = idle_timeout
         self.expiry_timeout = expiry_timeout
         self.tabs = [dict() for _ in range(256)]     # one table per IP protocol number
-        self.bins = {}                               # bin time -> [Flow, ...]
+        self.bins = {}                               # bin time -> {Flow: None, ...}
         self.heap = []                               # bin times, min-heap
         self.next_tick = math.inf                    # process bins when a packet is later
         self.clock = None                            # quantised packet clock (int seconds)
@@ -253,22 +257,37 @@ class FlowTable:
     # ------------------------------------------------------------------ timers
 
     def _schedule(self, t, flow):
-        """Put ``flow`` in bin ``t`` (an int second of the packet clock)."""
+        """Put ``flow``'s timer entry in bin ``t`` (an int second of the packet clock), taking
+        it out of the bin it was in: a flow is in one bin at most, so a completed or emitted
+        flow leaves no stale entry (and no record) behind for its idle time."""
+        self._unschedule(flow)
+        flow.due = t
         b = self.bins.get(t)
         if b is None:
-            self.bins[t] = [flow]
+            self.bins[t] = {flow: None}
             heapq.heappush(self.heap, t)
             if t - 1 < self.next_tick:
                 self.next_tick = t - 1.0        # a float: compared with every packet's time
         else:
-            b.append(flow)
+            b[flow] = None
+
+    def _unschedule(self, flow):
+        """Take ``flow``'s timer entry out of its bin (a bin being run is no longer in
+        ``bins``: its entries are taken as they come)."""
+        t = flow.due
+        if t is not None:
+            flow.due = None
+            b = self.bins.get(t)
+            if b is not None:
+                b.pop(flow, None)
 
     def tick(self, ts):
         """Advance the packet clock to ``ceil(ts)`` and run every bin that became due.
 
         Bins are run in time order: an idle flow completes (and is re-armed for expiry), a flow
         whose idle bin comes up but that saw packets since is re-armed for its new idle time,
-        expiring flows are emitted. Work is proportional to the flows in due bins only.
+        expiring flows are emitted. Work is proportional to the flows in due bins only (each
+        flow is in one bin at most).
         """
         clock = math.ceil(ts)
         if self.clock is not None and clock <= self.clock:
@@ -280,6 +299,7 @@ class FlowTable:
         while heap and heap[0] <= clock:
             t = heapq.heappop(heap)
             for flow in bins.pop(t):
+                flow.due = None
                 self._due(flow, t)
         self.next_tick = heap[0] - 1.0 if heap else math.inf
 
@@ -287,8 +307,7 @@ class FlowTable:
         """Bin ``t`` came up with ``flow`` in it (see :meth:`tick`)."""
         state = flow.state
         if state == EXPIRING:
-            if flow.expires == t:               # not a stale idle-bin entry
-                self._emit(flow)
+            self._emit(flow)
         elif state == ACTIVE or state == IGNORED:
             due = math.ceil(flow.rec["last"] + self.idle_timeout)
             if due > t:
@@ -301,11 +320,12 @@ class FlowTable:
     def _complete(self, flow, now):
         """Move an active flow to expiring; it is emitted when bin ``now + expiry`` comes up."""
         flow.state = EXPIRING
-        flow.expires = math.ceil(now + self.expiry_timeout)
-        self._schedule(flow.expires, flow)
+        self._schedule(math.ceil(now + self.expiry_timeout), flow)
 
     def _forget(self, flow):
+        """Drop ``flow`` from the table and from the timers (emitted, vetoed or ended)."""
         flow.state = GONE
+        self._unschedule(flow)
         tab = flow.tab
         tab.pop(flow.fkey, None)
         if flow.rkey != flow.fkey:

@@ -46,8 +46,12 @@ META = struct.Struct("=IIII")
 
 DEFAULT_SNAPLEN = 65535
 """Capture length: whole packets (loopback MTU is 64 KiB), so payload-based chains see data."""
-DEFAULT_BUFFER = 64 * 1024 * 1024
-"""Kernel ring size for live capture: 64 MiB absorbs several seconds of measurement traffic."""
+DEFAULT_BUFFER = 32 * 1024 * 1024
+"""Kernel ring size for live capture. The ring is mapped into the Observer process and, once
+the capture has gone round it, counts whole in its resident memory. 32 MiB holds about two
+seconds of the lab's fastest measurement traffic (~6,000 connections and 60,000 packets a
+second), far longer than the Observer takes to read a batch; 64 MiB added 32 MB to every
+run's Observer for no drop saved (``benchmarks/memory.py``, ``benchmarks/e2e.py``)."""
 DEFAULT_TIMEOUT_MS = 50
 """libpcap buffer timeout: how long a partly filled kernel block may wait before delivery."""
 

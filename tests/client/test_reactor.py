@@ -190,3 +190,25 @@ def test_a_started_attempt_that_times_out_keeps_its_port(reactor):
             s.close()
         listener.close()
     assert attempt.state == Conn.TIMEOUT and attempt.port > 0 and attempt.sip == "127.0.0.1"
+
+
+def test_finished_attempts_leave_the_deadline_heap(server):
+    """Memory (issue 13): an attempt that finished before its deadline is not kept alive by
+    its heap entry, and the heap stays proportional to the attempts open."""
+    from pathspider.client import reactor as reactor_module
+    r = Reactor()
+    try:
+        jobs = [r.start("127.0.0.1", server.port, 30.0, b"GET / HTTP/1.0\r\n\r\n")
+                for _ in range(300)]
+        for job in jobs:
+            job.wait()
+        assert all(job.attempt.state == Conn.OK and job.http_status == 200 for job in jobs)
+        assert all(job.entry is None for job in jobs)
+        heap = []
+        dead = [[1.0, i, None] for i in range(5000)]
+        heap.extend(dead)
+        heap.append([0.5, -1, jobs[0]])
+        reactor_module._compact(heap)
+        assert heap == [[0.5, -1, jobs[0]]]
+    finally:
+        r.close()

@@ -152,3 +152,30 @@ def test_nothing_matched_hints_at_the_local_port(merged, caplog):
     merger.finish()
     merger.log_summary()
     assert out[0][0] is NO_FLOW and "LOCAL port" in caplog.text
+
+
+def test_one_waiting_item_per_key_is_stored_as_it_is_and_none_is_lost():
+    """Memory (issue 13): a key's one waiting result or flow is stored without a queue; a
+    second one makes a queue, taken in arrival order; every result is merged once."""
+    from pathspider.engine import merger as merger_module
+    out = []
+    merger = Merger(lambda f, r: out.append((f, r)), reap_size=100000)
+    for port in range(1000):
+        merger.add_result(Res("2001:db8::1", port, 0))
+    assert merger.waiting_results == 1000
+    assert not any(isinstance(v, merger_module._Waiting) for v in merger._results.values())
+    merger.add_result(Res("2001:db8::1", 7, 1))               # a second result on one key
+    assert isinstance(merger._results[("2001:db8::1", 7)], merger_module._Waiting)
+    merger.add_flow(flow("2001:DB8::1", 7, n=1))
+    merger.add_flow(flow("2001:db8::1", 7, n=2))
+    assert [(f["n"], r.config) for f, r in out] == [(1, 0), (2, 1)]
+    assert ("2001:db8::1", 7) not in merger._results
+    for port in range(2000, 2500):                              # flows first, then results
+        merger.add_flow(flow("198.18.64.1", port, n=port))
+    assert merger.waiting_flows == 500
+    for port in range(2000, 2500):
+        merger.add_result(Res("198.18.64.1", port, 0))
+    merger.finish()
+    assert len(out) == 1001 + 500
+    assert sum(f is NO_FLOW for f, _ in out) == 999
+    assert merger._results == {} and merger._flows == {}
