@@ -97,6 +97,8 @@ setup(
         "pcapy-ng>=1.0.9",
         "h2>=4.1",
         "cryptography>=41",
+        "tqdm>=4.66",
+        "matplotlib>=3.6",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "setuptools", "wheel"],

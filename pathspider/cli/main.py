@@ -2,7 +2,7 @@
 
 COMMAND is a measurement plugin (found in the ``pathspider.plugins`` namespace package, see
 :mod:`pathspider.engine.discovery`) or a built-in utility (``dnsresolv``, ``summary``,
-``observe``, ``restore``, ``lab``).
+``observe``, ``restore``, ``report``, ``export``, ``lab``).
 Plugins call ``parser.set_defaults(spider=Class)`` in their ``register_args``; utilities call
 ``parser.set_defaults(func=main)`` with ``main(args) -> exit status``.
 """
@@ -16,6 +16,7 @@ import warnings
 from pathspider.engine import held_signals
 from pathspider.engine.discovery import load_plugins
 from pathspider.engine.jobs import OUTPUT_FORMATS
+from pathspider.engine.ratelimit import rate_value
 from pathspider.engine.targets import INPUT_FORMATS
 from pathspider.version import __version__
 
@@ -23,7 +24,8 @@ log = logging.getLogger("pathspider")
 
 #: Modules providing built-in utility sub-commands, each with ``register_args(subparsers)``.
 UTILITY_MODULES = ("pathspider.cli.dnsresolv", "pathspider.cli.summary", "pathspider.cli.observe",
-                   "pathspider.cli.restore", "pathspider.lab.cli")
+                   "pathspider.cli.restore", "pathspider.cli.report", "pathspider.cli.export",
+                   "pathspider.lab.cli")
 
 DESCRIPTION = ("PATHspider measures path transparency: it connects to each target twice, in a "
                "baseline and an experimental configuration, observes the packets, and writes "
@@ -78,8 +80,64 @@ def _global_options(parser):
                         help="flows: one record per connection (1.0); jobs: one line per job "
                              "with its fields, flow_results, missed_flows, time and "
                              "conditions (2.0) (default: %(default)s)")
+    _scope_options(parser)
+    _bookkeeping_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging messages")
     parser.add_argument("--version", action="version", version=f"pathspider {__version__}")
+
+
+def _scope_options(parser):
+    """Which targets a run measures, and how fast (docs/scope.md)."""
+    parser.add_argument("--rate", type=rate_value, default=None, metavar="JOBS_PER_S",
+                        help="start at most this many jobs per second (a token bucket with "
+                             "bursts of 50 ms worth of jobs; default: no limit)")
+    parser.add_argument("--allow", action="store_true",
+                        help="lift the default blocklist: also measure private, loopback, "
+                             "link-local, multicast, documentation and other special-use "
+                             "addresses (default: they are skipped and counted; inside "
+                             "'pathspider lab exec' the lab's own ranges are measured)")
+    parser.add_argument("--blocklist", action="append", metavar="FILE",
+                        help="never measure targets in these networks: one CIDR per line, "
+                             "'#' comments (zmap's format); wins over everything; repeatable")
+    parser.add_argument("--allowlist", action="append", metavar="FILE",
+                        help="measure only targets in these networks (same format); an entry "
+                             "inside a default-blocked range (e.g. 127.0.0.1/32) lifts the "
+                             "default there; repeatable")
+
+
+def _bookkeeping_options(parser):
+    """Progress, run metadata and resuming (docs/engine.md#progress-metadata-and-resuming)."""
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="show how far the run is on stderr: jobs done of the total, "
+                             "rate, time left, failures, capture drops; a live line when "
+                             "stderr is a terminal, else a log line every "
+                             "--progress-interval seconds (default: on; --no-progress: "
+                             "only the summary at the end)")
+    parser.add_argument("--progress-interval", dest="progress_interval",
+                        type=_positive_seconds, default=10.0, metavar="SECONDS",
+                        help="seconds between two progress log lines when stderr is not a "
+                             "terminal (default: %(default)g)")
+    parser.add_argument("--metadata", metavar="FILE",
+                        help="write the run's metadata to FILE (JSON: version, plugin and "
+                             "options, vantage, times, system settings before and after, "
+                             "counters, how the run ended), at the start and at the end, "
+                             "atomically; it must not be the input or output file")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run: keep the complete targets of the "
+                             "existing --output, remove partial records, measure the other "
+                             "targets and append their records (needs a named --output; "
+                             "without an existing output it is a fresh run)")
+
+
+def _positive_seconds(text):
+    """argparse type: seconds, a finite number more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
 
 
 def _register_plugins(subparsers, plugins, problems):

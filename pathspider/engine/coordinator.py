@@ -34,10 +34,13 @@ import time
 
 from pathspider.client import privileges, sysstate
 from pathspider.engine import held_signals
+from pathspider.engine.bookkeeping import Bookkeeping, BookkeepingError
 from pathspider.engine.handoff import ObserverError
 from pathspider.engine.interfaces import interface_up
 from pathspider.engine.jobs import JobCollector
-from pathspider.engine.output import LineSink, describe_output_error, write_records
+from pathspider.engine.output import describe_output_error, write_records
+from pathspider.engine.ratelimit import bucket_for_run, paced
+from pathspider.engine.scope import ScopeError, scope_for_run
 from pathspider.engine.spider import EngineError
 from pathspider.engine.targets import TargetStats, read_targets
 
@@ -108,6 +111,7 @@ class Supervisor:
         self.spider = None
         self.collector = None               # --format jobs: the JobCollector
         self.stats = TargetStats()
+        self.scope = None                   # the ScopeFilter: which targets may be measured
         self.sink = None
         self.exit_status = None             # the first cause of the ending
         self.stop_reason = None             # what stopped the run early, for the summary
@@ -116,6 +120,7 @@ class Supervisor:
         self._input_fd = None
         self._writing = False               # a third signal may interrupt the writer
         self._handlers = {}
+        self.books = Bookkeeping(self)      # progress, --metadata, --resume
 
     # ---- the run ----------------------------------------------------------------------------
 
@@ -125,6 +130,7 @@ class Supervisor:
             log.error("%s", problem)
             return EXIT_FAILURE
         try:
+            self.scope = _scope_for_run(self.args, self.stats)
             self._open_files()
         except RunRefused as exc:
             log.error("%s", exc)
@@ -135,11 +141,14 @@ class Supervisor:
             return self._measure()
         except RunRefused as exc:
             log.error("%s", exc)
+            self.books.failure = str(exc)
             return self._set_status(EXIT_FAILURE)
         finally:
+            self.books.stop_progress()
             self._restore()
             self._uninstall_signal_handlers()
             self._close_files()
+            self.books.ended()              # the metadata's last version
 
     def _measure(self):
         self.spider = self._make_spider()
@@ -154,6 +163,10 @@ class Supervisor:
             self.spider.start()
         except (ObserverError, EngineError) as exc:
             raise RunRefused(f"the run could not start: {exc}") from None
+        try:
+            self.books.measuring()          # resume's output, metadata, progress
+        except BookkeepingError as exc:
+            raise RunRefused(str(exc)) from None
         with collection_tuned_for_a_run():
             feeder = threading.Thread(target=self._feed, name="feeder", daemon=True)
             feeder.start()
@@ -161,6 +174,7 @@ class Supervisor:
         feeder.join(5)                      # it stops reading once the run stops taking input
         if not feeder.is_alive():
             self.spider.engine.phase.close()
+        self.books.stop_progress()
         self._summarise(records)
         return self._final_status()
 
@@ -181,15 +195,21 @@ class Supervisor:
         the run stops taking input (the read is interrupted through the phase's wake-up fd)."""
         spider = self.spider
         try:
-            for job in read_targets(self._input_fd, self.stats, self._input_name,
-                                    wake_fd=spider.engine.phase.wake_fd,
-                                    input_format=getattr(self.args, "input_format", "auto")):
+            jobs = read_targets(self._input_fd, self.stats, self._input_name,
+                                wake_fd=spider.engine.phase.wake_fd,
+                                input_format=getattr(self.args, "input_format", "auto"))
+            jobs = self.books.feeder_step(jobs)                         # --resume: skip done
+            jobs = self.scope.admit(jobs)                               # scope: in range only
+            jobs = paced(jobs, bucket_for_run(getattr(self.args, "rate", None),
+                                              spider.engine.phase))     # --rate
+            for job in jobs:
                 spider.add_job(job)
                 if spider.stopping:
                     break
         except Exception:
             log.exception("reading %s failed; finishing the jobs read so far", self._input_name)
         finally:
+            self.books.reading_done = True
             spider.end_input()
 
     def _write(self):
@@ -238,7 +258,12 @@ class Supervisor:
             self._input_fd = os.dup(0)
         else:
             self._input_fd = _open_fd(args.input, os.O_RDONLY, "read --input")
-        self.sink = LineSink(open_output(args.output, os.fstat(self._input_fd)))
+        input_stat = os.fstat(self._input_fd)
+        try:                                # (a resumed output is opened once the run starts)
+            self.sink = self.books.open_output(input_stat, open_output)
+            self.books.start_metadata(input_stat)
+        except BookkeepingError as exc:
+            raise RunRefused(str(exc)) from None
 
     def _close_files(self):
         if self.sink is not None:
@@ -323,9 +348,10 @@ class Supervisor:
         if self.collector is not None:
             written = f"{self.collector.lines} job lines with {self.collector.records} " \
                 "records written"
-        log.info("%s: %d jobs from %d lines (%d bad rows skipped), %s in %.1f s "
+        log.info("%s: %d jobs from %d lines (%d bad rows skipped%s), %s in %.1f s "
                  "(%.0f jobs/s); %d records without an observed flow; observer: %s",
-                 outcome, stats.jobs, stats.lines, stats.bad, written, elapsed,
+                 outcome, stats.jobs, stats.lines, stats.bad,
+                 "; " + self.scope.summary() if self.scope.skipped else "", written, elapsed,
                  stats.jobs / elapsed if elapsed > 0 else 0,
                  merger.unobserved if merger else 0, observer if observer else "no statistics")
 
@@ -396,6 +422,15 @@ def open_output(path, input_stat=None):
     if existing is not None:
         _refuse_same_file(existing, input_stat, f"--output {path}")
     return _open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "write --output")
+
+
+def _scope_for_run(args, stats):
+    """The run's :class:`pathspider.engine.scope.ScopeFilter`; a bad scope option refuses
+    the run with one line."""
+    try:
+        return scope_for_run(args, stats)
+    except ScopeError as exc:
+        raise RunRefused(str(exc)) from None
 
 
 def _refuse_same_file(output_stat, input_stat, what):

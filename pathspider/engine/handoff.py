@@ -21,7 +21,7 @@ import threading
 import time
 
 from pathspider.constants import QUEUE_SIZE, SHUTDOWN_SENTINEL
-from pathspider.observer.process import observer_main
+from pathspider.observer.process import STATS_TAG, observer_main
 
 log = logging.getLogger("pathspider.engine.handoff")
 
@@ -54,6 +54,7 @@ class ObserverRunner:
         self.flowqueue = self._ctx.Queue(QUEUE_SIZE)
         self.irqueue = self._ctx.Queue()
         self.stats = None
+        self.live_stats = None                  # the Observer's counters while it runs
         self.error = None
         self._process = None
         self._status = None
@@ -65,6 +66,12 @@ class ObserverRunner:
     @property
     def process(self):
         return self._process
+
+    @property
+    def counters(self):
+        """The Observer's latest counters: the final ones once reported, else the last sent
+        while it runs (every few seconds, with its flows), else None."""
+        return self.stats if self.stats is not None else self.live_stats
 
     def start(self, timeout=STARTUP_TIMEOUT):
         """Start the child and wait until its packet source is open (or raise ObserverError)."""
@@ -127,6 +134,8 @@ class ObserverRunner:
                     deliver(item)
                 elif isinstance(item, str) and item == SHUTDOWN_SENTINEL:
                     break
+                elif type(item) is tuple and len(item) == 2 and item[0] == STATS_TAG:
+                    self.live_stats = item[1]
                 else:
                     deliver([item])
         except Exception as exc:        # a child killed mid-message leaves a broken stream

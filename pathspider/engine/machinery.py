@@ -44,6 +44,7 @@ from pathspider.engine.completer import CompleterPool, ReadyCompleter
 from pathspider.engine.handoff import ObserverError, ObserverRunner
 from pathspider.engine.lifecycle import ABORTING, DRAINING, ENDED, JobQueue, RunPhase
 from pathspider.engine.merger import Merger
+from pathspider.engine.progress import failed_connections
 
 log = logging.getLogger("pathspider.engine.machinery")
 
@@ -66,8 +67,11 @@ BATCH_MAX = 32
 #: batches keep few workers busy at once: with a hundred workers taking 32 jobs each, every
 #: system call of a connect handed the interpreter lock to another runnable worker. In
 #: ``benchmarks/e2e.py`` (a), 256 gave about 12 % more jobs/s and 15 % less CPU per job than
-#: 32; 128 to 1,000 were alike.
-SELF_COMPLETING_BATCH_MAX = 256
+#: 32; 64 is as fast as 256 (3,100 against 2,700 jobs/s, interleaved). Each worker holds its
+#: batch's connections until the whole batch is started, so 100 workers × 256 jobs kept up to
+#: 51,000 connections in memory while the reactor (whose open sockets are bounded) was behind;
+#: 64 bounds that to 12,800 (``benchmarks/memory.py``).
+SELF_COMPLETING_BATCH_MAX = 64
 
 #: Most seconds an ending waits for the Observer to flush its flows (an aborted run waits
 #: ``ABORT_SECONDS``); past it the Observer is stopped and the run ends with what it has.
@@ -179,6 +183,8 @@ class Engine:
         self.finisher_thread = None
         self.merger_thread = None
         self.job_errors = 0
+        self.completed_jobs = 0             # jobs whose post_connects ran (progress)
+        self.failed_connections = 0         # results that failed or timed out (progress)
         self.discarded_jobs = 0
         self.active_workers = 0
         self.connect_timing = DurationAverage()
@@ -398,6 +404,10 @@ class Engine:
                 started = self.model.connect_jobs(jobs)
                 if started:
                     self._hand_over(started)
+                # a worker waiting for its next batch must not keep this one alive: with a
+                # hundred workers taking 256 jobs each, that held 25,000 finished jobs (their
+                # connections, sockets and replies) in memory
+                jobs = started = None
         finally:
             with self.phase.cond:
                 self.active_workers -= 1
@@ -479,6 +489,7 @@ class Engine:
         post_connect = self.spider.post_connect
         tickets = self.job_collector        # None unless one line per job is written
         started = time.perf_counter()
+        failed = 0
         try:
             results = []
             for job, pcs, *conns in entries:
@@ -497,11 +508,14 @@ class Engine:
                     tickets.issue(job, made, len(conns))
             self.post_connect_timing.add((time.perf_counter() - started)
                                          / max(1, self.connection_count * len(entries)))
+            failed = failed_connections(results)
             if results and not self._results_closed:
                 self.resqueue.put((_RESULTS, results))
         finally:
             with self.phase.cond:
                 self._in_flight -= len(entries)
+                self.completed_jobs += len(entries)
+                self.failed_connections += failed
                 if not self._in_flight:
                     self.phase.cond.notify_all()
 

@@ -95,16 +95,19 @@ def job_fields(job):
 
 
 class TargetStats:
-    """What the reader saw: lines read, jobs produced, bad rows skipped, bytes consumed."""
+    """What the reader saw: lines read, jobs produced, bad rows skipped, bytes consumed; and
+    jobs skipped as out of scope (counted by :class:`pathspider.engine.scope.ScopeFilter`)."""
 
     def __init__(self):
         self.lines = 0
         self.jobs = 0
         self.bad = 0
         self.bytes = 0
+        self.out_of_scope = 0
 
     def as_dict(self):
-        return {"lines": self.lines, "jobs": self.jobs, "bad_rows": self.bad}
+        return {"lines": self.lines, "jobs": self.jobs, "bad_rows": self.bad,
+                "out_of_scope": self.out_of_scope}
 
 
 # -- reading lines -----------------------------------------------------------------------------

@@ -49,6 +49,9 @@ DRAIN_MAX = 3.0
 """At shutdown, never drain for longer than this (seconds)."""
 WALLCLOCK_LAG = 1.0
 """On a quiet live source the packet clock follows the wall clock, this far behind."""
+HEARTBEAT = 2.0
+"""Running for the engine, the Observer calls its flow queue's ``tick()`` (if it has one) at
+least this often (seconds), flows or not: the Observer process sends its counters then."""
 
 
 def _shutdown_requested(irqueue):
@@ -126,8 +129,12 @@ class Observer:
         try:
             self.start_capture()
             put = flowqueue.put
-            for batch in self._batches(lambda: _shutdown_requested(irqueue)):
-                if batched:
+            tick = getattr(flowqueue, "tick", None)
+            for batch in self._batches(lambda: _shutdown_requested(irqueue),
+                                       HEARTBEAT if tick is not None else None):
+                if not batch:
+                    tick()
+                elif batched:
                     put(batch)
                 else:
                     for record in batch:
@@ -158,8 +165,9 @@ class Observer:
 
     # ------------------------------------------------------------------ internals
 
-    def _batches(self, stopping):
-        """Read the source, yield non-empty lists of emitted records, flush at the end.
+    def _batches(self, stopping, heartbeat=None):
+        """Read the source, yield non-empty lists of emitted records, flush at the end; with
+        ``heartbeat`` (seconds) also an empty list whenever that long passed since the last.
 
         If the source fails (a live interface went down or disappeared), the flows seen so far
         are still flushed and yielded, then :class:`PacketSourceError` is raised: the engine
@@ -168,6 +176,7 @@ class Observer:
         source, table = self.source, self.table
         live = source.live
         failure = None
+        beat = time.monotonic() if heartbeat else None     # the first one at once
         try:
             while True:
                 if live and stopping():
@@ -183,6 +192,9 @@ class Observer:
                 if table.emitted:
                     out, table.emitted = table.emitted, []
                     yield out
+                if beat is not None and time.monotonic() >= beat:
+                    beat = time.monotonic() + heartbeat
+                    yield []
         except Exception as exc:        # pcapy.PcapError, e.g. "The interface went down"
             failure = exc
         table.flush()

@@ -12,6 +12,12 @@ The child process, in order:
    ``irqueue`` asks for shutdown; the observer ends the stream with ``SHUTDOWN_SENTINEL``;
 4. sends ``("stats", observer.stats())`` (``None`` if the observer has no ``stats``).
 
+While it runs, an observer with ``stats`` also puts ``(STATS_TAG, observer.stats())`` on the
+flow queue every ``STATS_SECONDS`` (:class:`_WithCounters`; the Observer calls its queue's
+``tick()``, flows or not): the engine shows the capture's drops while the run goes on (the
+flow pump keeps the last ones), at no cost per packet and without a second thread touching the
+capture handle.
+
 An exception at any step is sent as ``("error", "Type: message")`` and the process exits 1.
 Any object with ``run_flow_enqueuer`` works (1.0's dummy Observer included).
 
@@ -28,8 +34,14 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+import time
 
 log = logging.getLogger("pathspider.observer.process")
+
+#: First item of the counters the Observer puts on the flow queue while it runs.
+STATS_TAG = "pathspider.observer.stats"
+#: Least seconds between two of them.
+STATS_SECONDS = 2.0
 
 
 def _describe(exc):
@@ -53,8 +65,8 @@ def observer_main(observer, flowqueue, irqueue, status, log_level):
         status.send(("ready", None))
         ready = True
         run = getattr(observer, "run_flow_batches", None) or observer.run_flow_enqueuer
-        run(flowqueue, irqueue)
         stats = getattr(observer, "stats", None)
+        run(_WithCounters(flowqueue, stats) if callable(stats) else flowqueue, irqueue)
         status.send(("stats", stats() if callable(stats) else None))
     except Exception as exc:           # reported to the parent, which decides the exit status
         log.debug("observer failed", exc_info=True)
@@ -62,6 +74,34 @@ def observer_main(observer, flowqueue, irqueue, status, log_level):
             _send_stats(observer, status)
         status.send(("error", _describe(exc)))
         raise SystemExit(1) from None
+
+
+class _WithCounters:
+    """The flow queue as the observer sees it, plus ``tick()``: the Observer
+    (:mod:`pathspider.observer.meter`) calls it at least every ``HEARTBEAT`` seconds between
+    two batches, and it puts ``(STATS_TAG, stats())`` on the queue when ``STATS_SECONDS``
+    have passed since the last time. It runs in the observer's own thread, so ``stats()``
+    never races the capture loop; counters that cannot be read are not asked for again."""
+
+    def __init__(self, flowqueue, stats):
+        self._queue = flowqueue
+        self._stats = stats
+        self._next = time.monotonic()
+        self.put = flowqueue.put
+
+    def tick(self):
+        now = time.monotonic()
+        if self._stats is None or now < self._next:
+            return
+        self._next = now + STATS_SECONDS
+        try:
+            self._queue.put((STATS_TAG, self._stats()))
+        except Exception:
+            log.debug("the observer's counters cannot be sent while it runs", exc_info=True)
+            self._stats = None
+
+    def __getattr__(self, name):            # anything else the observer uses of its queue
+        return getattr(self._queue, name)
 
 
 def _send_stats(observer, status):
