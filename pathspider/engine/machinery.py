@@ -67,10 +67,13 @@ BATCH_MAX = 32
 #: batches keep few workers busy at once: with a hundred workers taking 32 jobs each, every
 #: system call of a connect handed the interpreter lock to another runnable worker. In
 #: ``benchmarks/e2e.py`` (a), 256 gave about 12 % more jobs/s and 15 % less CPU per job than
-#: 32; 64 is as fast as 256 (3,100 against 2,700 jobs/s, interleaved). Each worker holds its
-#: batch's connections until the whole batch is started, so 100 workers × 256 jobs kept up to
-#: 51,000 connections in memory while the reactor (whose open sockets are bounded) was behind;
-#: 64 bounds that to 12,800 (``benchmarks/memory.py``).
+#: 32. Each worker holds its batch's connections until the whole batch is started, so 100
+#: workers × 256 jobs kept up to 51,000 connections in memory while the reactor (whose open
+#: sockets are bounded) was behind; 64 bounds that to 12,800. The trade-off, measured on a
+#: quiet machine (ecn, lab): 256 gave 2,921 jobs/s sustained (``e2e.py --repeat 4``) but 175 /
+#: 163 MB (main / Observer) at 300k targets in ``benchmarks/memory.py``; 128 gave 2,536 jobs/s
+#: and 139 / 145 MB; 64 gives 2,441-2,462 jobs/s and stays near 130 / 136 MB up to 1M targets,
+#: inside the 150 MB bound per process that campaign runs need.
 SELF_COMPLETING_BATCH_MAX = 64
 
 #: Most seconds an ending waits for the Observer to flush its flows (an aborted run waits
