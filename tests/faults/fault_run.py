@@ -22,7 +22,7 @@ import time
 from pathspider.lab import netns, plan
 
 SUMMARY = re.compile(r"(done|stopped \((?P<reason>.*?)\)): (?P<jobs>\d+) jobs from (?P<lines>\d+) "
-                     r"lines .*?, (?P<records>\d+) records written")
+                     r"lines .*?, (?:\d+ job lines with )?(?P<records>\d+) records written")
 NOT_STARTED = re.compile(r"(\d+) queued jobs were not started")
 
 
@@ -38,7 +38,8 @@ def csv_lines(targets):
 class FaultRun:
     """One run of ``pathspider ecn`` in the lab client, fed through a FIFO."""
 
-    def __init__(self, lab, tmp_path, timeout=5, workers=32, output=None, extra=()):
+    def __init__(self, lab, tmp_path, timeout=5, workers=32, output=None, extra=(),
+                 plugin=("ecn",)):
         self.lab = lab
         self.fifo = tmp_path / "targets.fifo"
         os.mkfifo(self.fifo)
@@ -46,7 +47,7 @@ class FaultRun:
         self.stderr_path = tmp_path / "stderr.log"
         argv = [sys.executable, "-m", "pathspider.run", "-i", plan.CLIENT_IFACE, "-w",
                 str(workers), "--input", str(self.fifo), "--output", str(self.output),
-                *extra, "ecn", "--timeout", str(timeout)]
+                *extra, *plugin, "--timeout", str(timeout)]
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(netns.command(lab.client_netns, argv),
                                      stdout=subprocess.DEVNULL, stderr=self._stderr,
@@ -130,18 +131,27 @@ class FaultRun:
                 "reason": match["reason"],
                 "not_started": int(not_started.group(1)) if not_started else 0}
 
-    def check_ending(self):
-        """The invariants of every ending; returns (records, summary)."""
+    def check_ending(self, job_lines=False):
+        """The invariants of every ending; returns (records, summary). With ``job_lines``
+        (``--format jobs``) each line is a job whose records must be its two connections',
+        unless the line says it is ``incomplete`` (an abandoned merger's leftovers)."""
         records = self.records()
-        jobs = collections.defaultdict(list)
-        for rec in records:
-            jobs[(rec["dip"], rec["dp"], rec["host"], rec["rank"])].append(rec["config"])
-        incomplete = {k: v for k, v in jobs.items() if sorted(v) != [0, 1]}
-        assert not incomplete, f"jobs without exactly both records: {incomplete}"
+        if job_lines:
+            for line in records:
+                configs = sorted(rec["config"] for rec in line["flow_results"])
+                assert line.get("incomplete") or configs == [0, 1], line
+            written = sum(len(line["flow_results"]) for line in records)
+        else:
+            jobs = collections.defaultdict(list)
+            for rec in records:
+                jobs[(rec["dip"], rec["dp"], rec["host"], rec["rank"])].append(rec["config"])
+            incomplete = {k: v for k, v in jobs.items() if sorted(v) != [0, 1]}
+            assert not incomplete, f"jobs without exactly both records: {incomplete}"
+            written = len(records)
         err = self.stderr()
         assert "Traceback" not in err, err[-4000:]
         summary = self.summary()
-        assert summary["records"] == len(records), (summary, len(records))
+        assert summary["records"] == written, (summary, written)
         alive = [pid for pid in self.children if _running(pid)]
         assert not alive, f"processes of the run still running: {alive}"
         return records, summary
