@@ -37,12 +37,13 @@ so :class:`ReactorPlugin` is a mixin placed before the engine's spider class, no
 """
 
 import argparse
+import collections
 import functools
 import math
 import operator
 
 from pathspider.client import reactor, tcpclient
-from pathspider.client.tcpclient import job_host
+from pathspider.client.tcpclient import job_host, job_rank
 from pathspider.constants import NO_FLOW, Conn
 from pathspider.observer import Observer, basic_count, basic_flow
 from pathspider.observer.icmp import icmp6_unreachable, icmp_setup, icmp_unreachable
@@ -55,6 +56,19 @@ DEFAULT_CONNECT = "http"
 
 
 # ---- records and options -------------------------------------------------------------------------
+
+#: The record of one connection made through :class:`ReactorPlugin`: 1.0's record (first nine
+#: fields), plus the state in full, the local address, the HTTP status and the handshake time.
+ConnectionRecord = collections.namedtuple(
+    "ConnectionRecord",
+    ["ip", "rport", "port", "rank", "host", "config", "connstate", "tstart", "tstop",
+     "spdr_state", "sip", "http_status", "connect_time"],
+    defaults=(None, None, None, None))
+
+#: The :data:`ConnectionRecord` fields each merged record carries (besides the flow's).
+CONNECTION_FIELDS = ("rank", "host", "connstate", "config", "tstart", "tstop", "spdr_state",
+                     "http_status", "connect_time")
+
 
 def merged_record(flow, res, fields):
     """The record for ``flow`` (or ``NO_FLOW``) and ``res``, with ``res``'s ``fields`` copied.
@@ -192,7 +206,8 @@ class ReactorPlugin:
                                  conn.http_status)
 
     def build_record(self, job, config, attempt, state, http_status):
-        """The plugin's record of one finished connection.
+        """The plugin's record of one finished connection: a :data:`ConnectionRecord` by
+        default (with ``result_fields`` = :data:`CONNECTION_FIELDS`); override for another.
 
         ``attempt`` is the :class:`pathspider.client.tcpclient.Pending` (``port``, ``sip``,
         ``tstart``, ``connect_time``...), ``state`` its :class:`~pathspider.constants.Conn`
@@ -200,7 +215,10 @@ class ReactorPlugin:
         code or None. The record needs ``ip``, ``rport``, ``port``, ``sip`` (for
         :func:`merged_record`) and the ``result_fields``.
         """
-        raise NotImplementedError
+        return ConnectionRecord(job[0], job[1], attempt.port, job_rank(job), job_host(job),
+                                config, state == Conn.OK, attempt.tstart,
+                                tcpclient.utc_now_text(), state.value, attempt.sip,
+                                http_status, round(attempt.connect_time or 0.0, 6))
 
     def amend_record(self, record):
         """Add fields computed from the merged ``record`` (in place); none by default."""

@@ -24,23 +24,22 @@ Differences from PATHspider 1.0, each documented in ``docs/plugins/ecn.md``:
 * Changed sysctls are put back when the run ends, however it ends (see
   :mod:`pathspider.client.sysstate`).
 """
-import collections
 import logging
 
 from pathspider.client import sysstate
-from pathspider.base import Conn, PluggableSpider, SynchronizedSpider
+from pathspider.base import PluggableSpider, SynchronizedSpider
 from pathspider.observer import Observer, basic_count, basic_flow  # noqa: F401  (1.0 names)
 from pathspider.observer.ecn import ecn_code, ecn_setup  # noqa: F401  (1.0 location)
 from pathspider.observer.tcp import (TCP_ACK, TCP_CWR, TCP_ECE, TCP_SAE,  # noqa: F401
                                      TCP_SAEC, TCP_SYN, tcp_complete, tcp_handshake, tcp_setup)
 from pathspider.client import tcpclient
-from pathspider.client.pluginkit import (DEFAULT_CONNECT, DEFAULT_TIMEOUT, EVIDENCE_COLUMNS,
+from pathspider.client.pluginkit import (CONNECTION_FIELDS, DEFAULT_CONNECT, DEFAULT_TIMEOUT,
+                                         EVIDENCE_COLUMNS, ConnectionRecord,
                                          ReactorPlugin, add_command, add_connect_option,
                                          add_timeout_option, combine_pair, connected,
                                          connection_ok,
                                          connectivity as connectivity_state,
                                          connectivity_columns, has_condition, tcp_observer)
-from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.ecn")
 
@@ -50,16 +49,11 @@ USER_AGENT = tcpclient.USER_AGENT
 ECN_OFF = 2
 ECN_ON = 1
 
-#: 1.0's record (first nine fields), plus the fields added here.
-SpiderRecord = collections.namedtuple(
-    "SpiderRecord",
-    ["ip", "rport", "port", "rank", "host", "config", "connstate", "tstart", "tstop",
-     "spdr_state", "sip", "http_status", "connect_time"],
-    defaults=(None, None, None, None))
+#: 1.0's record (first nine fields), plus the fields added here (the toolkit's record).
+SpiderRecord = ConnectionRecord
 
 #: Result fields each record carries (besides the flow's).
-RESULT_FIELDS = ("rank", "host", "connstate", "config", "tstart", "tstop", "spdr_state",
-                 "http_status", "connect_time")
+RESULT_FIELDS = CONNECTION_FIELDS
 
 _ECN_SETUP = TCP_ECE | TCP_CWR
 
@@ -202,12 +196,6 @@ class ECN(ReactorPlugin, SynchronizedSpider, PluggableSpider):
 
     #: What :meth:`merge` copies from the record :meth:`build_record` returns.
     result_fields = RESULT_FIELDS
-
-    def build_record(self, job, config, attempt, state, http_status):
-        """1.0's record, plus the state in full, ``sip``, HTTP status and handshake time."""
-        return SpiderRecord(job[0], job[1], attempt.port, job_rank(job), job_host(job), config,
-                            state == Conn.OK, attempt.tstart, utc_now_text(), state.value,
-                            attempt.sip, http_status, round(attempt.connect_time or 0.0, 6))
 
     def create_observer(self):
         """Observer with the basic, TCP, ECN, ICMP and SYN-evidence chains."""

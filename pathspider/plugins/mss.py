@@ -17,14 +17,13 @@ instead of replacing every other condition; a malformed MSS option (not two byte
 value and is not compared; the record has the 1.0 shape of the other plugins' (``connstate``,
 ``spdr_state``, the real local port also after a failure, ``sip``, ``tstart``/``tstop``).
 """
-import collections
 import logging
 
-from pathspider.base import Conn, PluggableSpider, SingleSpider
-from pathspider.client.pluginkit import (DEFAULT_TIMEOUT, EVIDENCE_COLUMNS, ReactorPlugin,
+from pathspider.base import PluggableSpider, SingleSpider
+from pathspider.client.pluginkit import (CONNECTION_FIELDS, DEFAULT_TIMEOUT, EVIDENCE_COLUMNS,
+                                         ConnectionRecord, ReactorPlugin,
                                          add_command, add_connect_option, add_timeout_option,
                                          connected, has_condition, tcp_observer)
-from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 from pathspider.observer.mss import mss_extract, mss_setup
 
 log = logging.getLogger("pathspider.plugins.mss")
@@ -32,15 +31,11 @@ log = logging.getLogger("pathspider.plugins.mss")
 #: ``--connect`` default: the handshake alone carries the MSS options (2.0.1's default).
 DEFAULT_CONNECT = "tcp"
 
-#: The result of one connection (the fields of the other bundled plugins' records).
-SpiderRecord = collections.namedtuple(
-    "SpiderRecord",
-    ["ip", "rport", "port", "rank", "host", "config", "connstate", "tstart", "tstop",
-     "spdr_state", "sip", "http_status", "connect_time"])
+#: The result of one connection: the toolkit's record, as the other bundled plugins'.
+SpiderRecord = ConnectionRecord
 
 #: Result fields each record carries (besides the flow's).
-RESULT_FIELDS = ("rank", "host", "connstate", "config", "tstart", "tstop", "spdr_state",
-                 "http_status", "connect_time")
+RESULT_FIELDS = CONNECTION_FIELDS
 
 
 def received(local, remote):
@@ -121,12 +116,6 @@ class MSS(ReactorPlugin, SingleSpider, PluggableSpider):
     default_connect = DEFAULT_CONNECT
     #: What :meth:`merge` copies from the record :meth:`build_record` returns.
     result_fields = RESULT_FIELDS
-
-    def build_record(self, job, config, attempt, state, http_status):
-        """The connection's outcome: state, local address and port, times, HTTP status."""
-        return SpiderRecord(job[0], job[1], attempt.port, job_rank(job), job_host(job), config,
-                            state == Conn.OK, attempt.tstart, utc_now_text(), state.value,
-                            attempt.sip, http_status, round(attempt.connect_time or 0.0, 6))
 
     def create_observer(self):
         """Observer with the basic, TCP, MSS and ICMP chains."""
