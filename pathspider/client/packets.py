@@ -175,23 +175,30 @@ def dns_query(name, rdtype="A", qid=None):
 class TCPSyn:
     """A TCP SYN to ``dport``: ``options`` (default :data:`LINUX_SYN_OPTIONS`), and the IP
     fields ``evil`` (IPv4 reserved bit), ``tos`` (TOS byte / IPv6 traffic class) and ``ttl``
-    (TTL / hop limit). The sequence number is random."""
+    (TTL / hop limit). ``flags`` are the TCP flags (default SYN; 0xC2 is an ECN-setup SYN,
+    SYN|ECE|CWR); ``seq`` the sequence number (default None: a random one per packet; the
+    tracer of :mod:`pathspider.client.trace` sets its own per TTL)."""
 
-    __slots__ = ("dport", "options", "evil", "tos", "ttl", "window")
+    __slots__ = ("dport", "options", "evil", "tos", "ttl", "window", "flags", "seq")
     proto = PROTO_TCP
 
     def __init__(self, dport, options=LINUX_SYN_OPTIONS, evil=False, tos=0, ttl=64,
-                 window=64240):
+                 window=64240, flags=_TCP_SYN_FLAGS, seq=None):
         self.dport, self.options, self.evil = dport, options, evil
         self.tos, self.ttl, self.window = tos, ttl, window
+        self.flags, self.seq = flags, seq
 
-    def transport(self, src, dst, sport):
-        """The TCP segment from ``sport`` (addresses packed)."""
-        return tcp_syn(src, dst, sport, self.dport, random.getrandbits(32), self.options,
-                       self.window)
+    def transport(self, src, dst, sport, seq=None):
+        """The TCP segment from ``sport`` (addresses packed); ``seq`` overrides the probe's
+        own sequence number (random when neither is given)."""
+        if seq is None:
+            seq = random.getrandbits(32) if self.seq is None else self.seq
+        return tcp_syn(src, dst, sport, self.dport, seq, self.options, self.window,
+                       self.flags)
 
     def __repr__(self):
-        return f"TCPSyn(dport={self.dport}, evil={self.evil}, tos={self.tos})"
+        extra = "" if self.flags == _TCP_SYN_FLAGS else f", flags=0x{self.flags:02x}"
+        return f"TCPSyn(dport={self.dport}, evil={self.evil}, tos={self.tos}{extra})"
 
 
 class UDPDatagram:
