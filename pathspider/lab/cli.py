@@ -1,4 +1,4 @@
-"""``pathspider lab up|down|status|targets|exec``: the lab from the command line.
+"""``pathspider lab up|down|status|place|targets|exec``: the lab from the command line.
 
 Registered by pathspider's CLI like a utility (``register_args(subparsers)``, then
 ``args.func(args)`` returns the exit status). Also runnable on its own:
@@ -64,12 +64,28 @@ port_number = _int_in(1, 65535, "port")
 positive_count = _int_in(1, None, "count")
 
 
+def impairment_hop(text):
+    """An argparse type: ``CLASS=HOP``, an impaired class and a hop 1..ROUTERS."""
+    try:
+        return plan.parse_impairment_hop(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+impairment_hop.__name__ = "CLASS=HOP"
+PLACE_HELP = (f"put impairment class CLASS's rules in the router at hop HOP (1 to "
+              f"{plan.ROUTERS}; hop {plan.SILENT_HOP} sends no time-exceeded); repeatable")
+
+
 def register_args(subparsers):
     """Add the ``lab`` sub-command (with its own sub-commands) to pathspider's parser."""
     parser = subparsers.add_parser(
         "lab", help="build and use a local lab path with known impairments",
-        description="A lab of three network namespaces (client, middlebox, server) with one "
-                    "target subnet per impairment class. Needs root, except 'targets'.")
+        description=f"A lab of network namespaces: a client, a chain of {plan.ROUTERS} "
+                    f"routers (hop 1 'mbox' to hop {plan.ROUTERS}; each impairment class is "
+                    f"applied at one hop, hop {plan.SILENT_HOP} sends no ICMP time-exceeded) "
+                    f"and a server, with one target subnet per impairment class. Needs root, "
+                    f"except 'targets'.")
     _add_lab_args(parser)
     return parser
 
@@ -98,12 +114,30 @@ def _add_lab_args(parser):
     up.add_argument("--http-workers", type=_int_in(1, MAX_HTTP_WORKERS, "http-workers"),
                     default=None, help=f"HTTP server processes, 1 to {MAX_HTTP_WORKERS} "
                                        f"(default: 2 to 4 by CPU count)")
+    up.add_argument("--impairment-hop", dest="impairment_hops", metavar="CLASS=HOP",
+                    type=impairment_hop, action="append", default=[],
+                    help=PLACE_HELP + " (a new lab starts from the default placement, a "
+                         "running or rebuilt one from the placement it kept; on a running lab "
+                         "this moves the classes as 'place' does)")
     _command(sub, "down", help="remove everything the lab made (waits while another up or "
                                "down of the lab runs)")
     status = _command(sub, "status", help="show namespaces, servers, routes and rule counters "
                                           "(exit 0 when up and healthy, 1 otherwise, naming "
                                           "each problem)")
     status.add_argument("--json", action="store_true", help="print JSON")
+    place = _command(sub, "place", help="show or change at which hop each impairment class "
+                                        "is applied, on a running lab",
+                     description="Without arguments, print the hop of every impaired class. "
+                                 "With CLASS=HOP arguments, move those classes' nftables rules "
+                                 "to the routers at those hops (each router's table changes "
+                                 "atomically, the new router before the old, so a moved class "
+                                 "is never unimpaired); the placement is kept by the lab "
+                                 "(also when 'up' rebuilds it). Hop 1 is the first router "
+                                 "after the client.")
+    place.add_argument("placement", nargs="*", metavar="CLASS=HOP", type=impairment_hop,
+                       help=PLACE_HELP)
+    place.add_argument("--defaults", action="store_true",
+                       help="go back to the default placement first (then apply CLASS=HOP)")
 
     tg = _command(sub, "targets", help="write a target list of lab addresses")
     tg.add_argument("--count", type=positive_count, default=None,
@@ -136,8 +170,8 @@ def _add_lab_args(parser):
 
 def main(args):
     """Run the chosen lab command; returns the exit status."""
-    handlers = {"up": _up, "down": _down, "status": _status, "targets": _targets,
-                "exec": _exec}
+    handlers = {"up": _up, "down": _down, "status": _status, "place": _place,
+                "targets": _targets, "exec": _exec}
     if getattr(args, "name", None) is None:      # not given ("" is given, and refused)
         args.name = default_name()
     try:
@@ -163,13 +197,38 @@ def main(args):
 
 
 def _up(args):
-    lab = Lab(args.name, http_workers=args.http_workers)
-    if lab.up():
+    lab = Lab(args.name, http_workers=args.http_workers,
+              impairment_hops=dict(args.impairment_hops))
+    done = lab.ensure_up()
+    if done == "moved":
+        print(f"lab {lab.name} was already up; impairments moved: "
+              + format_placement(lab.impairment_hops(), dict(args.impairment_hops)))
+    elif done != "unchanged":
         print(f"lab {lab.name} is up; measure from it with: "
               f"pathspider lab --name {lab.name} exec -- pathspider ...")
     else:
         print(f"lab {lab.name} was already up; nothing changed")
     return 0
+
+
+def _place(args):
+    lab = Lab(args.name)
+    wanted = dict(args.placement)
+    if wanted or args.defaults:
+        moved = lab.set_impairment_hops(wanted, defaults=args.defaults)
+        print(f"lab {lab.name}: " + (f"moved {', '.join(moved)}" if moved else "nothing moved"))
+    elif not lab.is_up():
+        raise LabError(f"lab {lab.name} is not up (run: pathspider lab --name {lab.name} up)")
+    placement = lab.impairment_hops()
+    for cls in plan.IMPAIRED_CLASSES:
+        print(f"  {cls:<14} hop {placement[cls]}")
+    return 0
+
+
+def format_placement(placement, only=None):
+    """``class hop N, ...`` for the classes in ``only`` (default: all) of ``placement``."""
+    return ", ".join(f"{cls} hop {hop}" for cls, hop in placement.items()
+                     if only is None or cls in only)
 
 
 def _down(args):
@@ -213,11 +272,28 @@ def format_status(info):
     lines.append("path: " + (f"delay {p.get('delay_ms', 0):g} ms each way"
                              f"{' (' + p['mode'] + ')' if p.get('mode') else ''}, "
                              f"loss {p.get('loss_pct', 0):g}%" if p else "no added delay or loss"))
+    if info["phase"] != "down":
+        lines += _format_hops(info)
     if info["counters"]:
-        lines.append("impairment rules (packets matched):")
-        lines += [f"  {c['class']:<14} {c['family']:<4} {c['direction']:<5} {c['packets']}"
-                  for c in info["counters"]]
+        lines.append("impairment rules (hop, class, family, direction: packets matched):")
+        lines += [f"  {c['hop']} {c['class']:<14} {c['family']:<4} {c['direction']:<5} "
+                  f"{c['packets']}" for c in info["counters"]]
     return "\n".join(lines)
+
+
+def _format_hops(info):
+    """The hops of the path, each with the classes it impairs."""
+    at = {}
+    for cls, c in info.get("classes", {}).items():
+        if c["impairment_hop"] is not None:
+            at.setdefault(c["impairment_hop"], []).append(cls)
+    lines = ["hops (TTL / hop limit k expires at hop k; the address it answers from):"]
+    for h in info.get("hops", []):
+        silent = " SILENT (sends no time-exceeded)" if h["silent"] else ""
+        lines.append(f"  {h['hop']} {h['namespace']:<12} {h['address4']:<13} "
+                     f"{h['address6']:<18} impairs: {', '.join(at.get(h['hop'], [])) or '-'}"
+                     f"{silent}")
+    return lines
 
 
 def _targets(args):

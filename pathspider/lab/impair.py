@@ -1,10 +1,18 @@
-"""The middlebox's impairments: the nftables ruleset and its counters.
+"""The routers' impairments: the nftables rulesets, their placement and their counters.
 
 One rule per (class, address family, direction), each carrying a counter and a comment
 ``"<class> <ip|ip6> <to|from>"`` so that :func:`counters` can report per-rule packet counts.
 "to" matches packets towards the class's targets (client to server), "from" the replies.
 
-The table also holds an empty ``loss`` chain that :mod:`pathspider.lab.path` fills for
+Every router (hop 1..``plan.ROUTERS``) has a table ``pathspider_lab`` whose ``impair`` chain
+(forward hook) holds the rules of the classes placed at its hop (a placement maps class ->
+hop, ``plan.IMPAIRMENT_HOPS`` by default; the counting rules of classes that impair nothing
+sit at ``plan.COUNTING_HOP``). The forward hook runs after the kernel's TTL / hop-limit
+check, so the router at hop h answers a packet that expires there before it impairs what it
+forwards. :func:`place` moves classes between routers. The silent hop's table also has a
+``silent`` chain (output hook) that drops the ICMP time-exceeded messages it would send.
+
+Hop 1's table also holds an empty ``loss`` chain that :mod:`pathspider.lab.path` fills for
 random loss on the path. Packets coming back from the user-space delayer's TUN device have
 been through both chains already and pass untouched.
 """
@@ -18,6 +26,7 @@ log = logging.getLogger("pathspider.lab")
 TABLE = "pathspider_lab"
 CHAIN = "impair"
 LOSS_CHAIN = "loss"
+SILENT_CHAIN = "silent"
 DELAYER_IFACE = "dly0"
 
 _SYN = "tcp flags & syn == syn"
@@ -62,57 +71,135 @@ def _rule(cls, direction, family, cond, action):
     return f'{match} {" ".join(body.split())} comment "{comment}"'
 
 
-def rules():
-    """All impairment rules, in plan order, as nft rule text."""
-    out = []
-    for cls in plan.CLASS_NAMES:
-        for direction, families, cond, action in RULES[cls]:
-            for family in families:
-                out.append(_rule(cls, direction, family, cond, action))
-    return out
+def rule_hop(cls, placement=None):
+    """The hop whose router holds class ``cls``'s rules under ``placement`` (class -> hop;
+    None: ``plan.IMPAIRMENT_HOPS``)."""
+    placement = plan.IMPAIRMENT_HOPS if placement is None else placement
+    return placement.get(cls) or plan.COUNTING_HOP
 
 
-def ruleset():
-    """The complete nft script: replaces the lab table atomically, leaves others alone."""
-    body = "\n".join(f"    {r}" for r in rules())
+def class_rules(cls):
+    """Class ``cls``'s rules as nft rule text."""
+    return [_rule(cls, direction, family, cond, action)
+            for direction, families, cond, action in RULES[cls] for family in families]
+
+
+def rules(hop=None, placement=None):
+    """The impairment rules of the router at ``hop`` under ``placement`` (see
+    :func:`rule_hop`), in plan order, as nft rule text; ``hop`` None: every class's rules
+    (what one router holding all of them would carry)."""
+    return [rule for cls in plan.CLASS_NAMES
+            if hop is None or rule_hop(cls, placement) == hop for rule in class_rules(cls)]
+
+
+def _comment(rule):
+    return rule.rsplit('comment "', 1)[1].rstrip('"')
+
+
+def ruleset(hop=None, placement=None):
+    """The complete nft script for the router at ``hop`` (None: one table with every rule, a
+    loss chain and no silent chain): replaces the lab table atomically, leaves others alone."""
+    body = "\n".join(f"    {r}" for r in rules(hop, placement))
+    loss = (f"  chain {LOSS_CHAIN} {{\n"
+            f"    type filter hook forward priority mangle - 10; policy accept;\n"
+            f"  }}\n") if hop in (None, 1) else ""
+    delayer = f'    iifname "{DELAYER_IFACE}" accept\n' if hop in (None, 1) else ""
+    silent = (f"  chain {SILENT_CHAIN} {{\n"
+              f"    type filter hook output priority filter; policy accept;\n"
+              f'    icmp type time-exceeded counter drop comment "silent ip"\n'
+              f'    icmpv6 type time-exceeded counter drop comment "silent ip6"\n'
+              f"  }}\n") if hop == plan.SILENT_HOP else ""
     return (f"table inet {TABLE}\n"
             f"delete table inet {TABLE}\n"
             f"table inet {TABLE} {{\n"
-            f"  chain {LOSS_CHAIN} {{\n"
-            f"    type filter hook forward priority mangle - 10; policy accept;\n"
-            f"  }}\n"
+            f"{loss}"
             f"  chain {CHAIN} {{\n"
             f"    type filter hook forward priority mangle; policy accept;\n"
-            f'    iifname "{DELAYER_IFACE}" accept\n'
+            f"{delayer}"
             f"{body}\n"
             f"  }}\n"
+            f"{silent}"
             f"}}\n")
 
 
-def load(mbox):
-    """Load the impairments into the middlebox namespace ``mbox``."""
-    netns.run(mbox, ["nft", "-f", "-"], input=ruleset())
+def load(ns, hop=None, placement=None):
+    """Load the ruleset of the router at ``hop`` (see :func:`ruleset`) into namespace ``ns``."""
+    netns.run(ns, ["nft", "-f", "-"], input=ruleset(hop, placement))
 
 
-def loaded(mbox):
-    """Whether the middlebox carries the full impairment chain (one counter per rule)."""
+def loaded(ns, hop=None, placement=None):
+    """Whether namespace ``ns`` carries exactly the impairment rules of the router at ``hop``
+    under ``placement`` (one counted rule each; ``hop`` None: every rule), and, at the silent
+    hop, the silent chain."""
     try:
-        return len(counters(mbox)) == len(rules())
-    except RuntimeError:
+        have = sorted(f"{c['class']} {c['family']} {c['direction']}" for c in counters(ns))
+        if hop == plan.SILENT_HOP and silenced(ns) is None:
+            return False
+    except (RuntimeError, ValueError):
         return False
+    return have == sorted(_comment(r) for r in rules(hop, placement))
 
 
-def counters(mbox):
-    """Per-rule counters: list of dicts ``{class, family, direction, packets, bytes}``."""
-    done = netns.run(mbox, ["nft", "-j", "list", "chain", "inet", TABLE, CHAIN])
+def _chain(ns, chain):
+    """The rules of ``chain`` in the lab table of namespace ``ns`` (nft's JSON objects)."""
+    done = netns.run(ns, ["nft", "-j", "list", "chain", "inet", TABLE, chain])
+    return [item["rule"] for item in json.loads(done.stdout).get("nftables", [])
+            if "rule" in item]
+
+
+def _counter(rule):
+    return next((e["counter"] for e in rule["expr"] if "counter" in e),
+                {"packets": 0, "bytes": 0})
+
+
+def counters(ns):
+    """Per-rule counters of the router in namespace ``ns``: list of dicts ``{class, family,
+    direction, packets, bytes}``."""
     out = []
-    for item in json.loads(done.stdout).get("nftables", []):
-        rule = item.get("rule")
-        if not rule or "comment" not in rule:
+    for rule in _chain(ns, CHAIN):
+        if "comment" not in rule:
             continue
         cls, family, direction = rule["comment"].split()
-        counter = next((e["counter"] for e in rule["expr"] if "counter" in e),
-                       {"packets": 0, "bytes": 0})
+        counter = _counter(rule)
         out.append({"class": cls, "family": family, "direction": direction,
                     "packets": counter["packets"], "bytes": counter["bytes"]})
     return out
+
+
+def silenced(ns):
+    """How many ICMP time-exceeded messages the silent router in ``ns`` dropped ({"ip": n,
+    "ip6": n}), or None if ``ns`` has no silent chain."""
+    try:
+        chain = _chain(ns, SILENT_CHAIN)
+    except RuntimeError:
+        return None
+    found = {rule["comment"].split()[1]: _counter(rule)["packets"] for rule in chain
+             if rule.get("comment", "").startswith("silent ")}
+    return found if set(found) == {"ip", "ip6"} else None
+
+
+def place(routers, old, new):
+    """Move classes between routers: ``routers`` maps hop -> namespace, ``old`` and ``new``
+    are placements (class -> hop). Each router changes in one nft transaction (atomic there);
+    every router that gains rules changes before any that loses some, so a moved class is
+    never unimpaired (for an instant it is impaired at both hops). Rules of classes that stay
+    keep their counters; a moved class's counters start at zero at its new hop."""
+    moved = [c for c in plan.CLASS_NAMES if rule_hop(c, old) != rule_hop(c, new)]
+    gains, losses = {}, {}
+    for cls in moved:
+        gains.setdefault(rule_hop(cls, new), []).append(cls)
+        losses.setdefault(rule_hop(cls, old), []).append(cls)
+    for hop, classes in gains.items():
+        script = "".join(f"add rule inet {TABLE} {CHAIN} {rule}\n"
+                         for cls in classes for rule in class_rules(cls))
+        netns.run(routers[hop], ["nft", "-f", "-"], input=script)
+    for hop, classes in losses.items():
+        handles = [rule["handle"] for rule in _chain(routers[hop], CHAIN)
+                   if rule.get("comment", "").split(" ")[0] in classes]
+        script = "".join(f"delete rule inet {TABLE} {CHAIN} handle {h}\n" for h in handles)
+        if script:
+            netns.run(routers[hop], ["nft", "-f", "-"], input=script)
+    if moved:
+        log.info("impairments moved: %s", ", ".join(
+            f"{c} hop {rule_hop(c, old)} -> {rule_hop(c, new)}" for c in moved))
+    return moved

@@ -1,14 +1,17 @@
 """The Lab: builds, checks, describes and removes one named lab.
 
-A lab named ``N`` is three network namespaces ``N-client``, ``N-mbox`` and ``N-server`` (see
-:mod:`pathspider.lab.plan`), a supervisor with the HTTP and DNS servers in ``N-server``, the
-impairment ruleset in ``N-mbox``, a resolver file ``/etc/netns/N-client/resolv.conf`` (which
-``ip netns exec`` shows as ``/etc/resolv.conf`` inside the client, pointing at the lab DNS) and
-a run directory (default ``/run/pathspider-lab/N``) with the state file, PID file and logs.
+A lab named ``N`` is seven network namespaces: ``N-client``, a chain of routers ``N-mbox``
+(hop 1), ``N-r2`` ... ``N-r5`` and ``N-server`` (see :mod:`pathspider.lab.plan`), a supervisor
+with the HTTP and DNS servers in ``N-server``, the impairment rulesets in the routers (each
+class at its hop, the placement kept in the state file), a resolver file
+``/etc/netns/N-client/resolv.conf`` (which ``ip netns exec`` shows as ``/etc/resolv.conf``
+inside the client, pointing at the lab DNS) and a run directory (default
+``/run/pathspider-lab/N``) with the state file, PID file and logs.
 
-``up``, ``down`` and the path changes (``set_netem``, ``clear_netem``) of one lab hold an
-exclusive lock (``flock`` on ``N.lock`` beside the run directory), so concurrent calls run one
-after the other: a second ``up`` finds the lab up, a ``down`` during an ``up`` waits for it.
+``up``, ``down``, the path changes (``set_netem``, ``clear_netem``) and the placement changes
+(``set_impairment_hops``) of one lab hold an exclusive lock (``flock`` on ``N.lock`` beside
+the run directory), so concurrent calls run one after the other: a second ``up`` finds the
+lab up, a ``down`` during an ``up`` waits for it.
 
 The state file ``lab.json`` is written before anything is created and records each namespace's
 identity (inode) as it is made, so ``down`` removes exactly what this lab made, also after a
@@ -36,7 +39,7 @@ RUN_ROOT = "/run/pathspider-lab"
 STATE_FILE = "lab.json"
 PIDS_FILE = "pids.json"
 RESOLV_ROOT = "/etc/netns"
-ROLES = ("client", "mbox", "server")
+ROLES = topology.ROLES
 SUPERVISOR_START_TIMEOUT = 40.0
 MAX_HTTP_WORKERS = 32
 #: Linux interface names (IFNAMSIZ - 1) and the longest name derived from a lab name.
@@ -77,7 +80,8 @@ class LabNameError(LabError, ValueError):
 def check_name(name):
     """Return ``name`` if a lab can be called that, else raise LabNameError saying why.
 
-    The namespaces are ``NAME-client``, ``NAME-mbox`` and ``NAME-server``; the longest must fit
+    The namespaces are ``NAME-client``, ``NAME-mbox``, ``NAME-r2`` ... ``NAME-r5`` and
+    ``NAME-server``; the longest must fit
     Linux's limit for interface names, 15 bytes, so a lab name has at most 8 characters. Only
     letters, digits, '-' and '_' (safe in interface and file names), starting with a letter or
     a digit.
@@ -138,7 +142,8 @@ def _ancestors():
 class Lab:
     """One named lab; see the module docstring. All methods except ``targets`` need root."""
 
-    def __init__(self, name=DEFAULT_NAME, rundir=None, http_workers=None):
+    def __init__(self, name=DEFAULT_NAME, rundir=None, http_workers=None,
+                 impairment_hops=None):
         self.name = check_name(name)
         self.rundir = (rundir or os.path.join(RUN_ROOT, name)).rstrip("/")
         self.lock_path = self.rundir + ".lock"
@@ -146,6 +151,10 @@ class Lab:
         self.client_netns = self.namespaces["client"]
         self.mbox_netns = self.namespaces["mbox"]
         self.server_netns = self.namespaces["server"]
+        #: hop (1..plan.ROUTERS) -> the router's namespace; hop 1 is ``mbox_netns``.
+        self.router_netns = {hop: self.namespaces[plan.router_role(hop)] for hop in plan.HOPS}
+        #: Placements (class -> hop) ``up`` applies over the kept (or default) one.
+        self.impairment_hops_wanted = plan.check_impairment_hops(impairment_hops or {})
         self.client_interface = plan.CLIENT_IFACE
         if http_workers is not None and not 1 <= int(http_workers) <= MAX_HTTP_WORKERS:
             raise ValueError(f"http_workers must be between 1 and {MAX_HTTP_WORKERS}, "
@@ -269,8 +278,10 @@ class Lab:
                      + (" (stopped)" if procs.state(s["pid"]) in ("T", "t") else "")
                      for name, s in self._servers(state).items() if not s["alive"]]
         try:
-            if not impair.loaded(self.mbox_netns):
-                problems.append("impairment ruleset not loaded")
+            placement = self._placement(state)
+            problems += [f"{ns}: impairment ruleset of hop {hop} not loaded"
+                         for hop, ns in self.router_netns.items()
+                         if not impair.loaded(ns, hop, placement)]
             problems += topology.check(self.namespaces)
         except (OSError, RuntimeError) as exc:     # e.g. a namespace removed meanwhile
             problems.append(f"cannot inspect the lab: {exc}")
@@ -288,27 +299,38 @@ class Lab:
 
     # -- up -------------------------------------------------------------------------------
     def up(self):
-        """Build the lab (idempotent). Returns True if it changed anything, False if the lab
-        was already up and answering. Raises LabError, leaving nothing behind, on failure.
-        Waits while another ``up`` or ``down`` of this lab runs."""
+        """Build the lab (idempotent), with the impairment placement it kept (the defaults
+        for a new lab) changed by the ``impairment_hops`` given to the constructor. Returns
+        True if it changed anything, False if the lab was already up and answering as asked.
+        Raises LabError, leaving nothing behind, on failure. Waits while another ``up`` or
+        ``down`` of this lab runs."""
         return self.ensure_up() != "unchanged"
 
     def ensure_up(self):
         """:meth:`up`, saying what it did: ``"built"`` (there was no lab of this name),
-        ``"rebuilt"`` (there was one, but broken: removed and built again) or
-        ``"unchanged"`` (it was up and answering). Decided under the lab's lock, so of
-        several callers at once exactly one gets ``"built"``: the one that owns the lab."""
+        ``"rebuilt"`` (there was one, but broken: removed and built again, with the
+        placement it kept), ``"moved"`` (it was up and answering; only impairments moved to
+        the hops given as ``impairment_hops``) or ``"unchanged"`` (it was up and answering).
+        Decided under the lab's lock, so of several callers at once exactly one gets
+        ``"built"``: the one that owns the lab."""
         preflight()
         with self._locked("up"):
             return self._up()
 
     def _up(self):
         state = self._read_state()
+        placement = dict(self._placement(state), **self.impairment_hops_wanted)
         if state is not None:
             problems = self._problems(state)
             if not problems:
                 failures = netns.call_in(self.client_netns, probe.wait_ready, attempts=1)
                 if not failures:
+                    try:
+                        if self._move(state, placement):
+                            return "moved"
+                    except RuntimeError as exc:
+                        raise LabError(f"lab {self.name}: cannot move impairments: {exc} "
+                                       f"(run up again to repair)") from exc
                     log.info("lab %s is already up; nothing changed", self.name)
                     return "unchanged"
                 problems = failures
@@ -317,7 +339,7 @@ class Lab:
             self._teardown(state)
         self._check_clash()
         try:
-            self._build()
+            self._build(placement)
         except BaseException as exc:
             self._teardown(self._read_state())
             if not isinstance(exc, Exception):
@@ -327,6 +349,29 @@ class Lab:
         log.info("lab %s is up", self.name)
         return "built" if state is None else "rebuilt"
 
+    def _placement(self, state):
+        """The placement (class -> hop of every impaired class) ``state`` keeps; the default
+        (``plan.IMPAIRMENT_HOPS``) for no state or one from before placements were kept."""
+        placement = {c: h for c, h in plan.IMPAIRMENT_HOPS.items() if h is not None}
+        kept = (state or {}).get("impairment_hops") or {}
+        try:
+            placement.update(plan.check_impairment_hops(kept))
+        except ValueError as exc:
+            log.warning("lab %s: ignoring a bad kept placement (%s)", self.name, exc)
+        return placement
+
+    def _move(self, state, placement):
+        """Put ``placement`` in force on the running lab ``state`` describes and keep it
+        there; returns the classes that moved. The state is written only once every router
+        has changed: should this be interrupted, the health check finds the routers not
+        matching the kept placement and ``up`` rebuilds the lab with it."""
+        old = self._placement(state)
+        moved = impair.place(self.router_netns, old, placement)
+        if moved or state.get("impairment_hops") != placement:
+            state["impairment_hops"] = placement
+            self._write_state(state)
+        return moved
+
     def _check_clash(self):
         clash = [ns for ns in self.namespaces.values() if netns.exists(ns)]
         if clash:
@@ -334,18 +379,20 @@ class Lab:
                            f"not made by lab {self.name} (no state in {self.rundir}); "
                            f"remove them (ip netns del NAME) or choose another lab name")
 
-    def _build(self):
+    def _build(self, placement):
         os.makedirs(self.rundir, exist_ok=True)
         state = {"name": self.name, "phase": "building", "created": time.time(),
                  "namespaces": {role: {"name": ns, "inode": None}
                                 for role, ns in self.namespaces.items()},
-                 "resolv": None, "supervisor": None, "path": {}}
+                 "resolv": None, "supervisor": None, "path": {},
+                 "impairment_hops": placement}
         self._write_state(state)
         for role, ns in self.namespaces.items():
             state["namespaces"][role]["inode"] = netns.create(ns)
             self._write_state(state)
         topology.build(self.namespaces)
-        impair.load(self.mbox_netns)
+        for hop, ns in self.router_netns.items():
+            impair.load(ns, hop, placement)
         state["resolv"] = self._write_resolv()
         self._write_state(state)
         pki.make(self.rundir)                   # a new lab CA and HTTPS certificate
@@ -435,7 +482,8 @@ class Lab:
 
     # -- status ---------------------------------------------------------------------------
     def status(self):
-        """A JSON-ready description: phase, namespaces, servers, rule counters, path faults.
+        """A JSON-ready description: phase, namespaces, servers, the hops, each class's
+        impairment hop, rule counters (each with the ``hop`` of its router), path faults.
 
         ``up`` is true only if nothing is wrong: every check of :meth:`is_up` passes and the
         services answer from the client; ``problems`` says what is wrong otherwise."""
@@ -449,6 +497,7 @@ class Lab:
                                      "ours": self._owned(state, role)}
                               for role, ns in self.namespaces.items()},
                "servers": self._servers(state) if state else {},
+               "hops": self._hops(state), "classes": self._classes(state),
                "counters": [], "path": (state or {}).get("path", {})}
         out["services_checked"] = bool(state) and not problems and not out["path"]
         if out["services_checked"]:
@@ -456,13 +505,43 @@ class Lab:
             # asked while delay or loss is in force: a lost probe would be no fault.)
             failures = netns.call_in(self.client_netns, probe.wait_ready, attempts=1)
             out["problems"] += [f"service check failed: {f}" for f in failures]
-        if state and self._owned(state, "mbox"):
-            try:
-                out["counters"] = impair.counters(self.mbox_netns)
-            except (RuntimeError, ValueError) as exc:
-                out["problems"].append(f"cannot read counters: {exc}")
+        out["counters"] = self._counters(state, out["problems"])
         out["up"] = bool(state) and not out["problems"]
         return out
+
+    def _counters(self, state, problems):
+        """Every router's rule counters, hop 1 first, each entry with its ``hop``; a router
+        whose counters cannot be read adds to ``problems``."""
+        out = []
+        for hop, ns in self.router_netns.items():
+            if not state or not self._owned(state, plan.router_role(hop)):
+                continue
+            try:
+                out += [dict(c, hop=hop) for c in impair.counters(ns)]
+            except (RuntimeError, ValueError) as exc:
+                problems.append(f"cannot read the counters of {ns}: {exc}")
+        return out
+
+    def _hops(self, state):
+        """The routers, hop 1 first: hop, namespace, the addresses it answers ICMP from,
+        whether it is silent (and then how many time-exceeded messages it dropped)."""
+        out = []
+        for hop, ns in self.router_netns.items():
+            entry = {"hop": hop, "namespace": ns, "address4": str(plan.hop_address(hop, 4)),
+                     "address6": str(plan.hop_address(hop, 6)),
+                     "silent": hop == plan.SILENT_HOP}
+            if entry["silent"] and state and self._owned(state, plan.router_role(hop)):
+                entry["time_exceeded_dropped"] = impair.silenced(ns)
+            out.append(entry)
+        return out
+
+    def _classes(self, state):
+        """Each class: the hop whose router impairs it (None: it impairs nothing) and what
+        is done to it."""
+        placement = self._placement(state)
+        return {cls: {"impairment_hop": placement.get(cls),
+                      "description": plan.CLASSES[cls].description}
+                for cls in plan.CLASS_NAMES}
 
     # -- using the lab --------------------------------------------------------------------
     @staticmethod
@@ -537,6 +616,32 @@ class Lab:
             state = self._require_up()
             state["path"] = path.clear(self.mbox_netns, state.get("path"))
             self._write_state(state)
+
+    def impairment_hops(self):
+        """The placement in force: {class: hop} for every impaired class (the defaults,
+        ``plan.IMPAIRMENT_HOPS``, when the lab is not up)."""
+        return self._placement(self._read_state())
+
+    def set_impairment_hops(self, placement=None, defaults=False):
+        """Move impairment classes to other hops on the running lab: ``placement`` maps
+        class -> hop (1..``plan.ROUTERS``); ``defaults`` first goes back to
+        ``plan.IMPAIRMENT_HOPS``. Each router's table changes atomically; the placement is
+        kept in the state file (``up`` keeps it, also when it rebuilds). Returns the classes
+        that moved. ValueError for a bad class or hop, LabError if the lab is not up."""
+        wanted = plan.check_impairment_hops(placement or {})
+        with self._locked("the placement change"):
+            state = self._require_up()
+            base = self._placement(None if defaults else state)
+            try:
+                return self._move(state, dict(base, **wanted))
+            except RuntimeError as exc:
+                raise LabError(f"lab {self.name}: cannot move impairments: {exc} (run "
+                               f"pathspider lab --name {self.name} up to repair)") from exc
+
+    def set_impairment_hop(self, cls, hop):
+        """Move class ``cls``'s impairment to the router at ``hop`` (see
+        :meth:`set_impairment_hops`); True if it moved."""
+        return bool(self.set_impairment_hops({cls: hop}))
 
     def client_snapshot(self):
         """The client namespace's state that plugins may change: sysctls and nft ruleset."""

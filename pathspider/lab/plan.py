@@ -4,11 +4,21 @@ Every address the lab uses comes from 198.18.0.0/15 (RFC 2544, benchmarking) or 
 (RFC 3849, documentation), and exists only inside the lab's network namespaces: nothing here is
 routable from, or routed to, the root namespace or the Internet.
 
-Topology (three namespaces ``<name>-client``, ``<name>-mbox``, ``<name>-server``)::
+Topology: a client, a chain of :data:`ROUTERS` routers and a server, one namespace each
+(``<name>-client``, ``<name>-mbox`` = hop 1, ``<name>-r2`` ... ``<name>-r5``, ``<name>-server``).
+Hop ``k`` is the k-th router after the client: a packet sent with TTL / hop limit ``k`` expires
+there, and hop ``k`` answers from :func:`hop_address`, its address on the link towards the
+client. Every router has ``c0`` towards the client and ``s0`` towards the server::
 
-    client eth0 ------ c0  mbox  s0 ------ eth0 server
-    198.18.0.2    198.18.0.1    198.18.1.1    198.18.1.2
-    2001:db8:0:1::2  ...:1::1   ...:2::1      2001:db8:0:2::2
+    client eth0 -- c0 mbox s0 -- c0 r2 s0 -- ... -- c0 r5 s0 -- eth0 server
+    198.18.0.2  198.18.0.1  198.18.17.1  198.18.17.2  198.18.1.1  198.18.1.2
+    2001:db8:0:1::2  ...:1::1  2001:db8:0:11::1  ...:11::2  ...:2::1  2001:db8:0:2::2
+
+Link ``k`` joins hop ``k`` and hop ``k + 1`` (:func:`hop_link`): link 0 is the client link
+(198.18.0.0/24), link :data:`ROUTERS` the server link (198.18.1.0/24), and the links between
+routers are 198.18.(16+k).0/24 and 2001:db8:0:(0x10+k)::/64, hop ``k`` on ``.1`` / ``::1`` and
+hop ``k + 1`` on ``.2`` / ``::2``. Hop :data:`SILENT_HOP` never sends ICMP time-exceeded.
+Each impairment class's rules sit in the router of its hop (:data:`IMPAIRMENT_HOPS`).
 
 Targets: one IPv4 /24 and one IPv6 /64 per impairment class, carved from ``TARGETS_V4`` and
 ``TARGETS_V6`` and answered by the server namespace through AnyIP local routes. Host number
@@ -37,18 +47,28 @@ SERVER_LINK_V6 = ipaddress.ip_network("2001:db8:0:2::/64")
 
 CLIENT_V4 = ipaddress.ip_address("198.18.0.2")
 CLIENT_V6 = ipaddress.ip_address("2001:db8:0:1::2")
-MBOX_CLIENT_V4 = ipaddress.ip_address("198.18.0.1")
-MBOX_CLIENT_V6 = ipaddress.ip_address("2001:db8:0:1::1")
-MBOX_SERVER_V4 = ipaddress.ip_address("198.18.1.1")
-MBOX_SERVER_V6 = ipaddress.ip_address("2001:db8:0:2::1")
 SERVER_V4 = ipaddress.ip_address("198.18.1.2")
 SERVER_V6 = ipaddress.ip_address("2001:db8:0:2::2")
 
 # Interface names (fixed: each namespace has its own interface name space).
 CLIENT_IFACE = "eth0"           # so pathspider's default ``-i eth0`` works in the client
 SERVER_IFACE = "eth0"
-MBOX_CLIENT_IFACE = "c0"
-MBOX_SERVER_IFACE = "s0"
+#: Every router's interface towards the client, and towards the server.
+ROUTER_CLIENT_IFACE = "c0"
+ROUTER_SERVER_IFACE = "s0"
+MBOX_CLIENT_IFACE = ROUTER_CLIENT_IFACE
+MBOX_SERVER_IFACE = ROUTER_SERVER_IFACE
+
+#: Routers between the client and the server; hop k (1..ROUTERS) is the k-th after the client.
+ROUTERS = 5
+HOPS = range(1, ROUTERS + 1)
+#: The router that forwards everything but never sends ICMP time-exceeded (a traceroute's
+#: "unknown" hop).
+SILENT_HOP = 5
+#: Inter-router link k (1..ROUTERS-1) is the /24 198.18.(ROUTER_LINK_BASE4 + k).0 and the /64
+#: 2001:db8:0:(ROUTER_LINK_BASE6 + k)::.
+ROUTER_LINK_BASE4 = 16
+ROUTER_LINK_BASE6 = 0x10
 
 # Lab services that are not measurement targets: the DNS server (unimpaired path).
 SERVICES_V4 = ipaddress.ip_network("198.18.2.0/24")
@@ -114,6 +134,120 @@ def _build_classes():
 #: Impairment classes by name, in plan order.
 CLASSES = _build_classes()
 CLASS_NAMES = tuple(CLASSES)
+
+#: The hop whose router holds each class's rules by default (None: the class impairs nothing;
+#: its counting rule sits in :data:`COUNTING_HOP`). Only hops before :data:`SILENT_HOP`, so
+#: that a traceroute can name the hop of every impaired class: the router at hop h answers
+#: TTL h with the packet intact, hop h + 1 quotes it changed or never sees it.
+IMPAIRMENT_HOPS = {
+    "clean": None,
+    "clean2": None,
+    "ecn-syn-drop": 2,
+    "ecn-bleach": 3,
+    "dscp-bleach": 1,
+    "tfo-strip": 2,
+    "unreachable": 2,
+    "blackhole": 3,
+    "evilbit-drop": 3,
+    "udp-zero-drop": 1,
+    "mss-rewrite": 3,
+    "h2-none": None,
+    "h2c-drop": 1,
+}
+#: Classes that impair something, i.e. that have a hop to place them at.
+IMPAIRED_CLASSES = tuple(c for c in CLASS_NAMES if IMPAIRMENT_HOPS[c] is not None)
+#: Where the counting rules of classes that impair nothing go: the first router, which every
+#: packet of the path crosses.
+COUNTING_HOP = 1
+
+
+def router_role(hop):
+    """The role (namespace suffix) of the router at ``hop``: ``mbox`` for hop 1, else
+    ``r<hop>``."""
+    check_hop(hop)
+    return "mbox" if hop == 1 else f"r{hop}"
+
+
+def check_hop(hop):
+    """Return ``hop`` if it is a router's hop (1..ROUTERS), else raise ValueError."""
+    if isinstance(hop, bool) or not isinstance(hop, int) or hop not in HOPS:
+        raise ValueError(f"hop must be an integer from 1 to {ROUTERS}, got {hop!r}")
+    return hop
+
+
+#: The routers' roles, hop 1 first.
+ROUTER_ROLES = tuple(router_role(k) for k in HOPS)
+
+
+def hop_link(k, family):
+    """The network of link ``k`` (0..ROUTERS), joining hop ``k`` and hop ``k + 1``: link 0 is
+    the client link, link ROUTERS the server link, the others 198.18.(16+k).0/24 and
+    2001:db8:0:(0x10+k)::/64."""
+    if not 0 <= k <= ROUTERS:
+        raise ValueError(f"link must be from 0 to {ROUTERS}, got {k!r}")
+    v4 = int(family) == 4
+    if k == 0:
+        return CLIENT_LINK_V4 if v4 else CLIENT_LINK_V6
+    if k == ROUTERS:
+        return SERVER_LINK_V4 if v4 else SERVER_LINK_V6
+    if v4:
+        return ipaddress.ip_network(f"198.18.{ROUTER_LINK_BASE4 + k}.0/24")
+    return ipaddress.ip_network(f"2001:db8:0:{ROUTER_LINK_BASE6 + k:x}::/64")
+
+
+def router_addresses(hop, family):
+    """(address towards the client, address towards the server) of the router at ``hop``:
+    ``.1`` / ``::1`` of the client link for hop 1, else ``.2`` / ``::2`` of link hop-1; and
+    ``.1`` / ``::1`` of link ``hop``."""
+    check_hop(hop)
+    inward = hop_link(0, family)[1] if hop == 1 else hop_link(hop - 1, family)[2]
+    return inward, hop_link(hop, family)[1]
+
+
+def hop_address(hop, family):
+    """The address the router at ``hop`` answers ICMP from (time-exceeded, unreachable): its
+    address on the link towards the client."""
+    return router_addresses(hop, family)[0]
+
+
+def check_impairment_hops(placement):
+    """Return ``placement`` (class -> hop) as a dict if every class is an impaired class and
+    every hop a router's, else raise ValueError naming the first bad entry."""
+    out = {}
+    for cls, hop in dict(placement).items():
+        if cls not in CLASSES:
+            raise ValueError(f"unknown impairment class {cls!r}; known: "
+                             + ", ".join(CLASS_NAMES))
+        if IMPAIRMENT_HOPS[cls] is None:
+            raise ValueError(f"class {cls} impairs nothing, so it has no hop to place; "
+                             f"impaired classes: {', '.join(IMPAIRED_CLASSES)}")
+        try:
+            out[cls] = check_hop(hop)
+        except ValueError as exc:
+            raise ValueError(f"class {cls}: {exc}") from None
+    return out
+
+
+def parse_impairment_hop(text):
+    """``"CLASS=HOP"`` -> (class, hop), checked; ValueError saying what is wrong."""
+    cls, sep, hop = str(text).partition("=")
+    cls, hop = cls.strip(), hop.strip()
+    if not sep or not cls or not hop:
+        raise ValueError(f"expected CLASS=HOP (e.g. ecn-bleach=2), got {text!r}")
+    try:
+        number = int(hop, 10)
+    except ValueError:
+        raise ValueError(f"class {cls}: hop must be an integer from 1 to {ROUTERS}, "
+                         f"got {hop!r}") from None
+    return next(iter(check_impairment_hops({cls: number}).items()))
+
+
+#: Hop 1's addresses (the client's gateway) and the last router's on the server link (the
+#: server's gateway).
+MBOX_CLIENT_V4, MBOX_SERVER_V4 = router_addresses(1, 4)
+MBOX_CLIENT_V6, MBOX_SERVER_V6 = router_addresses(1, 6)
+SERVER_GATEWAY_V4 = router_addresses(ROUTERS, 4)[1]
+SERVER_GATEWAY_V6 = router_addresses(ROUTERS, 6)[1]
 
 
 def target_address(cls, host, family):

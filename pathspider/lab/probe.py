@@ -1,13 +1,17 @@
 """Small, bounded client probes of the lab's services (HTTP and DNS), with plain sockets.
 
-Used by ``Lab.up`` to wait until every service answers through the middlebox, and by tests.
+Used by ``Lab.up`` to wait until every service answers through the routers, and by tests;
+:func:`ttl_probe` asks which router a TTL-limited datagram expires at.
 Call them inside the client namespace (``netns.call_in``). Every operation has a timeout;
 nothing sleeps.
 """
 import collections
+import ipaddress
+import select
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 
@@ -254,3 +258,51 @@ def udp_counters():
         out.update((key, int(value)) for key, value in
                    (line.split() for line in f if line.startswith("Udp6")))
     return out
+
+
+#: ``sock_extended_err.ee_origin`` of an error that came as ICMP / ICMPv6.
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
+#: ``struct sock_extended_err``: errno, origin, type, code, pad, info, data.
+_EXTENDED_ERR = struct.Struct("=IBBBBII")
+#: Linux's socket options for the error queue (``socket`` has them only from Python 3.12).
+IP_RECVERR, IPV6_RECVERR, MSG_ERRQUEUE = 11, 25, 0x2000
+#: The UDP port TTL probes go to (traceroute's first port: nothing listens there).
+TTL_PROBE_PORT = 33434
+
+#: What a TTL probe provoked: the ICMP error's sender, type and code.
+IcmpError = collections.namedtuple("IcmpError", "offender type code")
+
+
+def ttl_probe(address, ttl, port=TTL_PROBE_PORT, timeout=1.0, tclass=0):
+    """Send one UDP datagram to ``address`` with TTL / hop limit ``ttl`` (and TOS / traffic
+    class ``tclass``) and return the ICMP error it provoked as an :data:`IcmpError` (the
+    router that sent it, ICMP type and code: (11, 0) / (3, 0) time exceeded, (3, 3) / (1, 4)
+    port unreachable from the target itself), or None if nothing came within ``timeout``.
+
+    Reads the socket's error queue (``IP_RECVERR`` / ``IPV6_RECVERR``, ``MSG_ERRQUEUE``):
+    no raw socket, and only this datagram's errors. Call it inside the client namespace."""
+    v6 = ":" in str(address)
+    with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        level = socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP
+        sock.setsockopt(level, IPV6_RECVERR if v6 else IP_RECVERR, 1)
+        sock.setsockopt(level, socket.IPV6_UNICAST_HOPS if v6 else socket.IP_TTL, int(ttl))
+        sock.setsockopt(level, socket.IPV6_TCLASS if v6 else socket.IP_TOS, int(tclass))
+        sock.sendto(b"pathspider lab ttl probe", (str(address), port))
+        poller = select.poll()
+        poller.register(sock, select.POLLERR)
+        if not poller.poll(timeout * 1000):
+            return None
+        _, ancillary, _, _ = sock.recvmsg(512, 512, MSG_ERRQUEUE)
+    for _, _, data in ancillary:
+        if len(data) >= _EXTENDED_ERR.size:
+            _, origin, type_, code, _, _, _ = _EXTENDED_ERR.unpack_from(data)
+            if origin in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                return IcmpError(_offender(data[_EXTENDED_ERR.size:], v6), type_, code)
+    return None
+
+
+def _offender(sockaddr, v6):
+    """The address in the ``sockaddr_in`` / ``sockaddr_in6`` after a sock_extended_err."""
+    if v6:
+        return str(ipaddress.IPv6Address(sockaddr[8:24]))
+    return str(ipaddress.IPv4Address(sockaddr[4:8]))

@@ -1,9 +1,11 @@
 """Builds the lab's links, addresses, routes and per-namespace sysctls (pyroute2).
 
-The veth pairs are created from inside the middlebox namespace with their peers placed
-directly in the client and server namespaces, so no interface ever appears in the root
-namespace. Routes cover the lab prefixes only: a packet to any other address finds no route.
-:data:`INTERFACES` and :data:`ROUTES` say what is built; :func:`check` finds what is missing.
+The path is client -- hop 1 (``mbox``) -- r2 -- ... -- r5 -- server (:mod:`plan`). Each veth
+pair is created from inside the router on its client side with the peer placed directly in
+the next namespace (the client link from ``mbox``, link k from hop k, the server link from
+the last router), so no interface ever appears in the root namespace. Routes cover the lab
+prefixes only: a packet to any other address finds no route. :data:`INTERFACES` and
+:data:`ROUTES` say what is built; :func:`check` finds what is missing.
 """
 import logging
 import socket
@@ -18,6 +20,7 @@ _IFA_F_NODAD = 0x02
 _IFF_UP = 0x1
 _RT_TABLE_MAIN = 254
 _RT_TABLE_LOCAL = 255
+_FAMILIES = (4, 6)
 
 # Sysctls set before interfaces exist, in every namespace: no IPv6 duplicate address detection
 # (addresses are usable at once), no router advertisements, and no reverse-path filter (a new
@@ -31,15 +34,20 @@ _COMMON_SYSCTLS = {
     "net.ipv6.conf.default.accept_ra": 0,
 }
 
-_MBOX_SYSCTLS = {
+# Every router: forwards both families, sends no redirects, and answers every packet it
+# cannot deliver: ICMP errors (time exceeded for traceroutes, the "unreachable" class's
+# rejects) are never rate limited away, and come from the address of the interface the
+# packet arrived on (towards the client: plan.hop_address).
+_ROUTER_SYSCTLS = {
     "net.ipv4.ip_forward": 1,
     "net.ipv6.conf.all.forwarding": 1,
     "net.ipv4.conf.all.send_redirects": 0,
     "net.ipv4.conf.default.send_redirects": 0,
-    # ICMP errors from the "unreachable" class must not be rate limited away in big runs.
     "net.ipv4.icmp_ratelimit": 0,
     "net.ipv6.icmp.ratelimit": 0,
-    "net.ipv4.icmp_msgs_per_sec": 100000,
+    "net.ipv4.icmp_msgs_per_sec": 1000000,
+    "net.ipv4.icmp_msgs_burst": 1000000,
+    "net.ipv4.icmp_errors_use_inbound_ifaddr": 1,
 }
 
 # Servers: TFO for clients and servers (3), ECN accepted and requested, the DSCP of a SYN
@@ -62,33 +70,72 @@ def _apply_sysctls(ns, table, missing_ok=False):
         netns.sysctl_set(ns, key, value, missing_ok=missing_ok)
 
 
+def _addresses(link, *hosts):
+    """((address, prefixlen), ...) of host numbers ``hosts`` on ``link``, both families."""
+    out = []
+    for family in _FAMILIES:
+        net = plan.hop_link(link, family)
+        out += [(net[host], net.prefixlen) for host in hosts]
+    return tuple(out)
+
+
+def _interfaces():
+    """(role, interface, addresses) of every lab interface; see :data:`INTERFACES`."""
+    out = []
+    for hop in plan.HOPS:
+        role = plan.router_role(hop)
+        out.append((role, plan.ROUTER_CLIENT_IFACE, tuple(
+            (plan.router_addresses(hop, f)[0], plan.hop_link(hop - 1, f).prefixlen)
+            for f in _FAMILIES)))
+        out.append((role, plan.ROUTER_SERVER_IFACE, _addresses(hop, 1)))
+    out.append(("client", plan.CLIENT_IFACE, ((plan.CLIENT_V4, plan.CLIENT_LINK_V4.prefixlen),
+                                              (plan.CLIENT_V6, plan.CLIENT_LINK_V6.prefixlen))))
+    out.append(("server", plan.SERVER_IFACE, ((plan.SERVER_V4, plan.SERVER_LINK_V4.prefixlen),
+                                              (plan.SERVER_V6, plan.SERVER_LINK_V6.prefixlen))))
+    return tuple(out)
+
+
+def _router_routes(hop):
+    """Hop ``hop``'s routes: targets, services and the links beyond its next hop towards the
+    server; the links behind its previous hop back towards the client."""
+    role, out = plan.router_role(hop), []
+    for family in _FAMILIES:
+        if hop == plan.ROUTERS:
+            ahead = plan.SERVER_V4 if family == 4 else plan.SERVER_V6
+        else:
+            ahead = plan.router_addresses(hop + 1, family)[0]
+        far = ([plan.TARGETS_V4, plan.SERVICES_V4] if family == 4
+               else [plan.TARGETS_V6, plan.SERVICES_V6])
+        far += [plan.hop_link(k, family) for k in range(hop + 1, plan.ROUTERS + 1)]
+        out += [(role, dst, ahead) for dst in far]
+        if hop > 1:
+            behind = plan.router_addresses(hop - 1, family)[1]
+            out += [(role, plan.hop_link(k, family), behind) for k in range(0, hop - 1)]
+    return out
+
+
+def _routes():
+    """(role, destination, gateway) of every lab route; see :data:`ROUTES`."""
+    out = []
+    for hop in plan.HOPS:
+        out += _router_routes(hop)
+    out += [("client", plan.LAB_V4, plan.MBOX_CLIENT_V4),
+            ("client", plan.LAB_V6, plan.MBOX_CLIENT_V6),
+            ("server", plan.LAB_V4, plan.SERVER_GATEWAY_V4),
+            ("server", plan.LAB_V6, plan.SERVER_GATEWAY_V6)]
+    out += [("server", dst, None) for dst in (plan.TARGETS_V4, plan.SERVICES_V4,
+                                               plan.TARGETS_V6, plan.SERVICES_V6)]
+    return tuple(out)
+
+
 #: The lab's interfaces and their addresses: (role, interface, ((address, prefixlen), ...)).
-INTERFACES = (
-    ("mbox", plan.MBOX_CLIENT_IFACE, ((plan.MBOX_CLIENT_V4, plan.CLIENT_LINK_V4.prefixlen),
-                                      (plan.MBOX_CLIENT_V6, plan.CLIENT_LINK_V6.prefixlen))),
-    ("mbox", plan.MBOX_SERVER_IFACE, ((plan.MBOX_SERVER_V4, plan.SERVER_LINK_V4.prefixlen),
-                                      (plan.MBOX_SERVER_V6, plan.SERVER_LINK_V6.prefixlen))),
-    ("client", plan.CLIENT_IFACE, ((plan.CLIENT_V4, plan.CLIENT_LINK_V4.prefixlen),
-                                   (plan.CLIENT_V6, plan.CLIENT_LINK_V6.prefixlen))),
-    ("server", plan.SERVER_IFACE, ((plan.SERVER_V4, plan.SERVER_LINK_V4.prefixlen),
-                                   (plan.SERVER_V6, plan.SERVER_LINK_V6.prefixlen))),
-)
+INTERFACES = _interfaces()
 
 #: The lab's routes: (role, destination, gateway); gateway None is an AnyIP local route.
-ROUTES = (
-    ("mbox", plan.TARGETS_V4, plan.SERVER_V4),
-    ("mbox", plan.SERVICES_V4, plan.SERVER_V4),
-    ("mbox", plan.TARGETS_V6, plan.SERVER_V6),
-    ("mbox", plan.SERVICES_V6, plan.SERVER_V6),
-    ("client", plan.LAB_V4, plan.MBOX_CLIENT_V4),
-    ("client", plan.LAB_V6, plan.MBOX_CLIENT_V6),
-    ("server", plan.LAB_V4, plan.MBOX_SERVER_V4),
-    ("server", plan.LAB_V6, plan.MBOX_SERVER_V6),
-    ("server", plan.TARGETS_V4, None),
-    ("server", plan.SERVICES_V4, None),
-    ("server", plan.TARGETS_V6, None),
-    ("server", plan.SERVICES_V6, None),
-)
+ROUTES = _routes()
+
+#: Every role that has interfaces, in path order.
+ROLES = ("client", *plan.ROUTER_ROLES, "server")
 
 
 def _ifindex(ipr, ifname):
@@ -117,23 +164,27 @@ def _configure(ipr, role):
 
 
 def build(names):
-    """Configure the three (existing, empty) namespaces named in ``names``.
+    """Configure the lab's (existing, empty) namespaces named in ``names``.
 
-    ``names`` maps the roles ``client``, ``mbox`` and ``server`` to namespace names.
+    ``names`` maps the roles ``client``, ``mbox``, ``r2`` ... ``r5`` and ``server`` to
+    namespace names.
     """
-    client, mbox, server = names["client"], names["mbox"], names["server"]
-    for ns in (client, mbox, server):
-        _apply_sysctls(ns, _COMMON_SYSCTLS)
-    _apply_sysctls(mbox, _MBOX_SYSCTLS, missing_ok=True)
-    _apply_sysctls(server, _SERVER_SYSCTLS)
+    for role in ROLES:
+        _apply_sysctls(names[role], _COMMON_SYSCTLS)
+    for role in plan.ROUTER_ROLES:
+        _apply_sysctls(names[role], _ROUTER_SYSCTLS, missing_ok=True)
+    _apply_sysctls(names["server"], _SERVER_SYSCTLS)
 
-    with NetNS(mbox) as ipr:
-        ipr.link("add", ifname=plan.MBOX_CLIENT_IFACE, kind="veth",
-                 peer={"ifname": plan.CLIENT_IFACE, "net_ns_fd": client})
-        ipr.link("add", ifname=plan.MBOX_SERVER_IFACE, kind="veth",
-                 peer={"ifname": plan.SERVER_IFACE, "net_ns_fd": server})
-        _configure(ipr, "mbox")
-    for role in ("client", "server"):
+    for hop in plan.HOPS:
+        with NetNS(names[plan.router_role(hop)]) as ipr:
+            if hop == 1:
+                ipr.link("add", ifname=plan.ROUTER_CLIENT_IFACE, kind="veth",
+                         peer={"ifname": plan.CLIENT_IFACE, "net_ns_fd": names["client"]})
+            peer_role = "server" if hop == plan.ROUTERS else plan.router_role(hop + 1)
+            peer_iface = plan.SERVER_IFACE if hop == plan.ROUTERS else plan.ROUTER_CLIENT_IFACE
+            ipr.link("add", ifname=plan.ROUTER_SERVER_IFACE, kind="veth",
+                     peer={"ifname": peer_iface, "net_ns_fd": names[peer_role]})
+    for role in ROLES:
         with NetNS(names[role]) as ipr:
             _configure(ipr, role)
 
@@ -180,7 +231,7 @@ def check(names):
     ``names`` maps roles to namespace names, as for :func:`build`; every namespace must exist.
     Each problem names the namespace, e.g. ``"psl-client: route 198.18.0.0/15 via ... missing"``.
     """
-    return [f"{names[role]}: {problem}" for role in ("client", "mbox", "server")
+    return [f"{names[role]}: {problem}" for role in ROLES
             for problem in netns.call_in(names[role], _inspect, role)]
 
 

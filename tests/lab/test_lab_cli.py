@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from pathspider.lab import Lab, LabError, cli, netns
-from pathspider.lab.lab import DEFAULT_NAME, DEPRECATED_NAME_ENV, NAME_ENV, default_name
+from pathspider.lab.lab import DEFAULT_NAME, DEPRECATED_NAME_ENV, NAME_ENV, ROLES, default_name
 
 pytestmark = pytest.mark.root
 
@@ -132,7 +132,7 @@ def test_up_and_down_with_the_name_after_the_command(lab):
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"lab {name} is up")
         assert Lab(name).is_up() and all(netns.exists(f"{name}-{role}")
-                                         for role in ("client", "mbox", "server"))
+                                         for role in ROLES)
         done = run_cli("status", "--name", name)
         assert done.returncode == 0 and done.stdout.startswith(f"lab {name}: up")
         done = run_cli("targets", "--name", name, "--count", "1")
@@ -141,7 +141,7 @@ def test_up_and_down_with_the_name_after_the_command(lab):
         assert done.returncode == 0 and "198.18.0.2/24" in done.stdout
         done = run_cli("down", "--name", name)
         assert done.returncode == 0 and done.stdout == f"lab {name} removed\n"
-        assert not any(netns.exists(f"{name}-{role}") for role in ("client", "mbox", "server"))
+        assert not any(netns.exists(f"{name}-{role}") for role in ROLES)
         assert Lab(lab.name).is_up()                             # the other lab untouched
     finally:
         try:

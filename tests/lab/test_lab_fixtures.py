@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from pathspider.lab import netns
-from pathspider.lab.lab import DEPRECATED_NAME_ENV, NAME_ENV, default_name
+from pathspider.lab.lab import DEPRECATED_NAME_ENV, NAME_ENV, ROLES, default_name
 
 pytestmark = pytest.mark.root
 
@@ -55,4 +55,4 @@ def test_fixtures_in_an_inner_session(tmp_path):
     assert "sysctl net.ipv4.tcp_ecn: 2 -> 1" in out
     assert "ERROR test_inner.py::test_leaves_nft_table" in out and "+table inet leftover" in out
     assert "PASSED test_inner.py::test_state_was_restored" in out
-    assert not any(netns.exists(f"{name}-{role}") for role in ("client", "mbox", "server"))
+    assert not any(netns.exists(f"{name}-{role}") for role in ROLES)

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 from pathspider.lab import Lab, LabError, LabNameError, netns, probe, procs
-from pathspider.lab.lab import default_name
+from pathspider.lab.lab import ROLES, default_name
 
 pytestmark = pytest.mark.root
 
@@ -213,7 +213,7 @@ def test_not_root_is_one_clear_error():
                           timeout=60)
     assert done.returncode == 1
     assert "needs root" in done.stderr and "Traceback" not in done.stderr
-    assert not any(netns.exists(f"{name}-{r}") for r in ("client", "mbox", "server"))
+    assert not any(netns.exists(f"{name}-{r}") for r in ROLES)
 
 
 def test_missing_nft_is_one_clear_error(tmp_path):
@@ -223,7 +223,7 @@ def test_missing_nft_is_one_clear_error(tmp_path):
     done = _cli(name, "up", env=dict(os.environ, PATH=str(tmp_path)))
     assert done.returncode == 1
     assert "'nft' not found" in done.stderr and "nftables" in done.stderr
-    assert not any(netns.exists(f"{name}-{r}") for r in ("client", "mbox", "server"))
+    assert not any(netns.exists(f"{name}-{r}") for r in ROLES)
     assert not os.path.exists(f"/run/pathspider-lab/{name}")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from pathspider.lab import netns
+from pathspider.lab.lab import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +21,7 @@ def test_demo_measures_summarises_and_takes_the_lab_down(tmp_path):
         proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), str(results)],
                               env=env, capture_output=True, text=True, timeout=300)
     finally:
-        for role in ("client", "mbox", "server"):
+        for role in ROLES:
             assert not netns.exists(f"{lab}-{role}"), "demo left its lab up"
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = results.read_text().splitlines()
