@@ -236,9 +236,11 @@ class Bookkeeping:
                     "failed_connections": now["failed_connections"],
                     "capture_drops": now["drops"],
                     "observer": runner.counters if runner is not None else None}
-        if sup.collector is not None:
+        if sup.collector is not None and sup.collector.job_lines:
             counters["job_lines"] = sup.collector.lines
             counters["records_in_job_lines"] = sup.collector.records
+        if getattr(sup, "locator", None) is not None:
+            counters["locate"] = sup.locator.counters()
         return counters
 
 

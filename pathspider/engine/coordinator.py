@@ -38,6 +38,7 @@ from pathspider.engine.bookkeeping import Bookkeeping, BookkeepingError
 from pathspider.engine.handoff import ObserverError
 from pathspider.engine.interfaces import interface_up
 from pathspider.engine.jobs import JobCollector
+from pathspider.engine.locating import Locator, wants_locate
 from pathspider.engine.output import describe_output_error, write_records
 from pathspider.engine.ratelimit import bucket_for_run, paced
 from pathspider.engine.scope import ScopeError, scope_for_run
@@ -109,7 +110,8 @@ class Supervisor:
     def __init__(self, args):
         self.args = args
         self.spider = None
-        self.collector = None               # --format jobs: the JobCollector
+        self.collector = None               # --format jobs or --locate: the JobCollector
+        self.locator = None                 # --locate: the Locator
         self.stats = TargetStats()
         self.scope = None                   # the ScopeFilter: which targets may be measured
         self.sink = None
@@ -152,8 +154,11 @@ class Supervisor:
 
     def _measure(self):
         self.spider = self._make_spider()
-        if getattr(self.args, "output_format", "flows") == "jobs":
-            self.collector = JobCollector(self.spider)
+        job_lines = getattr(self.args, "output_format", "flows") == "jobs"
+        self.locator = (Locator(self.spider, self.args)
+                        if wants_locate(self.spider, self.args) else None)
+        if job_lines or self.locator is not None:
+            self.collector = JobCollector(self.spider, job_lines, self.locator)
             self.spider.engine.write_job_lines(self.collector)
         if self.signals:
             log.info("stopped (%s) before the measurement started: nothing was measured",
@@ -345,7 +350,7 @@ class Supervisor:
         reason = self.stop_reason or (spider.exception and f"failed: {spider.exception}")
         outcome = f"stopped ({reason})" if reason else "done"
         written = f"{records} records written"
-        if self.collector is not None:
+        if self.collector is not None and self.collector.job_lines:
             written = f"{self.collector.lines} job lines with {self.collector.records} " \
                 "records written"
         log.info("%s: %d jobs from %d lines (%d bad rows skipped%s), %s in %.1f s "
@@ -354,6 +359,11 @@ class Supervisor:
                  "; " + self.scope.summary() if self.scope.skipped else "", written, elapsed,
                  stats.jobs / elapsed if elapsed > 0 else 0,
                  merger.unobserved if merger else 0, observer if observer else "no statistics")
+        if self.locator is not None:
+            c = self.locator.counters()
+            log.info("located: %d targets traced, hop named for %d, unknown for %d, %d "
+                     "aborted; %d probe packets sent", c["traced"], c["hop_named"],
+                     c["unknown"], c["aborted"], c["packets_sent"])
 
     def _restore(self):
         """Put system state back: the plugin's own hook, then everything

@@ -42,6 +42,7 @@ import itertools
 import logging
 import threading
 
+from pathspider.client import locatekit
 from pathspider.constants import NO_FLOW
 from pathspider.engine.machinery import RecordQueue
 from pathspider.engine.output import record_to_dict
@@ -149,8 +150,14 @@ class JobCollector:
     module docstring). Attach it with ``engine.write_job_lines(collector)`` before the run
     starts."""
 
-    def __init__(self, spider):
+    def __init__(self, spider, job_lines=True, locator=None):
         self.spider = spider
+        #: True: one line per job (``--format jobs``); False: the job's records one by one,
+        #: as ``--format flows`` writes them (used when ``--locate`` needs whole jobs).
+        self.job_lines = job_lines
+        #: ``--locate``: a :class:`pathspider.engine.locating.Locator`, or None.
+        self.locator = locator
+        self.engine = None
         self.outqueue = None
         self.lines = 0                  # job lines put on outqueue
         self.records = 0                # records inside them
@@ -170,6 +177,7 @@ class JobCollector:
         queue.__class__ = CapturingRecordQueue
         queue._capture = self._capture
         self.outqueue = queue
+        self.engine = engine
         self._on_error = engine._job_failed
 
     # ---- completer threads ------------------------------------------------------------------
@@ -238,9 +246,13 @@ class JobCollector:
 
     # ---- the end ----------------------------------------------------------------------------
 
-    def flush(self):
+    def flush(self, abort=False):
         """Write the jobs still waiting for records with what they have (see the module
-        docstring); called once, just before ``outqueue`` is closed."""
+        docstring); called once, just before ``outqueue`` is closed. Jobs held for
+        ``--locate`` are written first (see :meth:`pathspider.engine.locating.Locator.finish`:
+        their traces are waited for, or, when the run was ``abort``-ed, cut short)."""
+        if self.locator is not None:
+            self.locator.finish(abort=abort)
         with self._lock:
             waiting = sorted(self._open, key=lambda ticket: ticket.serial)
             self._open.clear()
@@ -254,21 +266,57 @@ class JobCollector:
         for ticket in incomplete:
             self._emit(ticket, complete=False)
 
-    # ---- the job line -----------------------------------------------------------------------
+    # ---- the job line ----------------------------------------------------------------------
 
     def _emit(self, ticket, complete=True):
-        line = self.job_line(ticket)
-        if not complete:
-            line["incomplete"] = True
-            self.incomplete += 1
-        self.lines += 1
-        self.records += len(line["flow_results"])
-        self.outqueue.put(line)
-
-    def job_line(self, ticket):
-        """The output line of ``ticket``'s job (see the module docstring)."""
+        """Write ``ticket``'s job, or hand it to the locator, which writes it after its
+        trace (only complete jobs are traced)."""
         per_connection = [[record_to_dict(record) for record in records]
                           for records in ticket.records]
+        flows = [records[0] if records else None for records in per_connection]
+        conditions = self._conditions(ticket, flows)
+
+        def write(locate=None, effect=None):
+            self._write(ticket, per_connection, conditions, complete, locate, effect)
+
+        if complete and self.locator is not None and \
+                self.locator.consider(ticket.job, conditions, flows, write):
+            return
+        write()
+
+    def _write(self, ticket, per_connection, conditions, complete, locate, effect):
+        """Put the job's line (or, without job lines, its records) on ``outqueue``, with the
+        trace's ``locate`` object when there is one. Called from the merger thread, or from
+        the tracer's for a located job."""
+        if not self.job_lines:
+            records = [record for records in per_connection for record in records]
+            for record in records:
+                if locate is not None:
+                    record["locate"] = locate
+                self.outqueue.put(record)
+            with self._lock:
+                self.records += len(records)
+            return
+        line = self.job_line(ticket, per_connection, conditions)
+        if locate is not None:
+            line["locate"] = locate
+            if "conditions" in line:
+                line["conditions"] += locatekit.path_conditions(
+                    self.locator.name, effect, locate)
+        if not complete:
+            line["incomplete"] = True
+        with self._lock:
+            self.incomplete += not complete
+            self.lines += 1
+            self.records += len(line["flow_results"])
+        self.outqueue.put(line)
+
+    def job_line(self, ticket, per_connection=None, conditions=False):
+        """The output line of ``ticket``'s job (see the module docstring); ``per_connection``
+        (its records as dicts) and ``conditions`` are computed unless given."""
+        if per_connection is None:
+            per_connection = [[record_to_dict(record) for record in records]
+                              for records in ticket.records]
         line = job_fields(ticket.job)
         for key in OUTPUT_KEYS:
             line.pop(key, None)
@@ -277,10 +325,11 @@ class JobCollector:
         span = time_span(line["flow_results"])
         if span is not None:
             line["time"] = span
-        flows = [records[0] if records else None for records in per_connection]
-        conditions = self._conditions(ticket, flows)
+        if conditions is False:
+            flows = [records[0] if records else None for records in per_connection]
+            conditions = self._conditions(ticket, flows)
         if conditions is not None:
-            line["conditions"] = conditions
+            line["conditions"] = list(conditions)
         return line
 
     def _conditions(self, ticket, flows):

@@ -359,11 +359,13 @@ class Engine:
             runner.join(ABORT_SECONDS)
 
     def _close_output(self):
+        aborted = self.terminating              # before ENDED, which is past ABORTING
         self.spider.running = False
         self._advance(ENDED)
         try:
             if self.job_collector is not None:
-                self.job_collector.flush()      # jobs an aborted merger left incomplete
+                # jobs an aborted merger left incomplete, jobs held for --locate
+                self.job_collector.flush(abort=aborted)
         finally:
             self.outqueue.put(SHUTDOWN_SENTINEL)
         self._done.set()

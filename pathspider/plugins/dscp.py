@@ -38,6 +38,7 @@ from pathspider.client.pluginkit import (DEFAULT_CONNECT, DEFAULT_TIMEOUT, EVIDE
                                          add_timeout_option, combine_pair, connected,
                                          connection_ok, connectivity, connectivity_columns,
                                          tcp_observer)
+from pathspider.client.locatekit import CHANGED, LocatePlugin, add_locate_options, broken, syn
 from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.dscp")
@@ -148,7 +149,7 @@ SUMMARY_LEGEND = ("mark sent: the experiment's SYN left with the codepoint; mark
                   "the target's SYN-ACK carried the codepoint / 0.")
 
 
-class DSCP(ReactorPlugin, SynchronizedSpider, PluggableSpider):
+class DSCP(LocatePlugin, ReactorPlugin, SynchronizedSpider, PluggableSpider):
     """A/B test of DiffServ marking: baseline unmarked, experiment marked with a codepoint.
 
     Connections go through :class:`~pathspider.client.pluginkit.ReactorPlugin` (``connect``
@@ -171,6 +172,25 @@ class DSCP(ReactorPlugin, SynchronizedSpider, PluggableSpider):
         self.system_state = sysstate.SystemState(track=True)
         self.table = self.system_state.nft_table(TABLE, table_definition(self.codepoint))
         self._marking = None
+
+    #: ``--locate``: the quoted DSCP of the experiment's SYN.
+    locate_fields = ("dscp",)
+
+    def locate_effect(self, conditions, flows):
+        """``dropped`` when only the marked connection fails; ``changed`` when the target's
+        SYN-ACK to the experiment reflects another codepoint than the one sent (the lab's
+        servers reflect what arrives, ``tcp_reflect_tos``)."""
+        if broken(conditions):
+            return "dropped"
+        experiment = flows[1] if len(flows) > 1 else None
+        if experiment and experiment.get("observed") and experiment.get("tcp_connected") \
+                and experiment.get("rev_syn_dscp") not in (None, self.codepoint):
+            return CHANGED
+        return None
+
+    def locate_probes(self, job):
+        """A: an unmarked SYN; B: a SYN marked with ``--codepoint``."""
+        return {"A": syn(job), "B": syn(job, tos=self.codepoint << 2)}
 
     def _mark_new_connections(self, on):
         if self._marking is not on:
@@ -217,6 +237,7 @@ class DSCP(ReactorPlugin, SynchronizedSpider, PluggableSpider):
                                  "CS6; 46 is EF)")
         add_timeout_option(parser, DEFAULT_TIMEOUT)
         add_connect_option(parser, DEFAULT_CONNECT)
+        add_locate_options(parser)
         return parser
 
 

@@ -33,6 +33,8 @@ from pathspider.observer.ecn import ecn_code, ecn_setup  # noqa: F401  (1.0 loca
 from pathspider.observer.tcp import (TCP_ACK, TCP_CWR, TCP_ECE, TCP_SAE,  # noqa: F401
                                      TCP_SAEC, TCP_SYN, tcp_complete, tcp_handshake, tcp_setup)
 from pathspider.client import tcpclient
+from pathspider.client.locatekit import (CHANGED, ECN_SETUP_FLAGS, ECT0, LocatePlugin,
+                                         add_locate_options, broken, syn)
 from pathspider.client.pluginkit import (CONNECTION_FIELDS, DEFAULT_CONNECT, DEFAULT_TIMEOUT,
                                          EVIDENCE_COLUMNS, ConnectionRecord,
                                          ReactorPlugin, add_command, add_connect_option,
@@ -160,7 +162,7 @@ SUMMARY_LEGEND = (
 
 # ---- the plugin ----------------------------------------------------------------------------------
 
-class ECN(ReactorPlugin, SynchronizedSpider, PluggableSpider):
+class ECN(LocatePlugin, ReactorPlugin, SynchronizedSpider, PluggableSpider):
     """A/B test of ECN negotiation: baseline without, experiment with an ECN-setup SYN.
 
     Connections go through :class:`~pathspider.client.pluginkit.ReactorPlugin` (``connect``
@@ -181,6 +183,24 @@ class ECN(ReactorPlugin, SynchronizedSpider, PluggableSpider):
         self.tcp_ecn = self.system_state.sysctl("net.ipv4.tcp_ecn")
         if getattr(args, "no_ecn_fallback", False):
             self.system_state.sysctl("net.ipv4.tcp_ecn_fallback").set(0)
+
+    #: ``--locate``: the quoted IP ECN field of the experiment's SYN (sent as ECT(0)).
+    locate_fields = ("ecn",)
+
+    def locate_effect(self, conditions, flows):
+        """``dropped`` when only the ECN SYN fails (``ecn.connectivity.broken``);
+        ``changed`` when ECN was negotiated but no ECT or CE mark came back (bleached)."""
+        if broken(conditions):
+            return "dropped"
+        marks = [f"ecn.ipmark.{m}.not_seen" for m in ("ect0", "ect1", "ce")]
+        if "ecn.negotiation.succeeded" in conditions and all(m in conditions for m in marks):
+            return CHANGED
+        return None
+
+    def locate_probes(self, job):
+        """A: a plain SYN; B: an ECN-setup SYN (ECE, CWR) marked ECT(0), so both a middlebox
+        that drops ECN SYNs and one that bleaches the IP ECN field show in the quotes."""
+        return {"A": syn(job), "B": syn(job, flags=ECN_SETUP_FLAGS, tos=ECT0)}
 
     def config_zero(self):
         """Baseline: accept ECN but do not ask for it (``net.ipv4.tcp_ecn=2``)."""
@@ -222,4 +242,5 @@ class ECN(ReactorPlugin, SynchronizedSpider, PluggableSpider):
                             help="switch the kernel's ECN fallback off for the run "
                                  "(net.ipv4.tcp_ecn_fallback=0): an ECN SYN that goes "
                                  "unanswered then fails instead of being retried without ECN")
+        add_locate_options(parser)
         return parser

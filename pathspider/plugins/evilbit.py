@@ -23,6 +23,7 @@ from pathspider.client.packets import PROTO_TCP, TCPSyn, UDPDatagram
 from pathspider.client.pluginkit import (EVIDENCE_COLUMNS, add_command, combine_pair,
                                          connectivity_columns, has_condition,
                                          positive_seconds)
+from pathspider.client.locatekit import LocatePlugin, add_locate_options
 from pathspider.client.tcpclient import job_host
 from pathspider.observer.chains import observer_for
 
@@ -86,7 +87,7 @@ SUMMARY_LEGEND = (
 
 # ---- the plugin ------------------------------------------------------------------------------
 
-class EvilBit(ForgeSpider, PluggableSpider):
+class EvilBit(LocatePlugin, ForgeSpider, PluggableSpider):
     """Two forged packets per target: plain, then with the IPv4 reserved flag bit."""
 
     command_name = "evilbit"
@@ -96,6 +97,13 @@ class EvilBit(ForgeSpider, PluggableSpider):
     conditions = staticmethod(conditions)
     combine_flows = combine_pair(conditions)
     probe_fields = {"evilbit_sent": "evil"}
+
+    #: ``--locate``: the IPv4 reserved bit as quoted; a drop (``*.connectivity.broken``) is located.
+    locate_fields = ("evil",)
+
+    def locate_probes(self, job):
+        """The two forged packets themselves: A is packet 0, B packet 1."""
+        return {"A": self.forge(job, 0), "B": self.forge(job, 1)}
 
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
@@ -144,4 +152,5 @@ class EvilBit(ForgeSpider, PluggableSpider):
         parser.add_argument("--timeout", "-t", type=positive_seconds, default=DEFAULT_TIMEOUT,
                             help="seconds to wait for a DNS answer in dnsudp mode (default "
                                  "%(default)s); a SYN's answer is the Observer's to see")
+        add_locate_options(parser)
         return parser

@@ -24,6 +24,7 @@ from pathspider.client.pluginkit import (CONNECTION_FIELDS, DEFAULT_TIMEOUT, EVI
                                          ConnectionRecord, ReactorPlugin,
                                          add_command, add_connect_option, add_timeout_option,
                                          connected, has_condition, tcp_observer)
+from pathspider.client.locatekit import CHANGED, LocatePlugin, add_locate_options, syn
 from pathspider.observer.mss import mss_extract, mss_setup
 
 log = logging.getLogger("pathspider.plugins.mss")
@@ -105,7 +106,7 @@ SUMMARY_LEGEND = ("online/offline: the handshake was seen / not; unchanged/defla
                   "mss-rewrite class).")
 
 
-class MSS(ReactorPlugin, SingleSpider, PluggableSpider):
+class MSS(LocatePlugin, ReactorPlugin, SingleSpider, PluggableSpider):
     """One connection per target; the Observer compares the MSS options sent and received."""
 
     command_name = "mss"
@@ -113,6 +114,20 @@ class MSS(ReactorPlugin, SingleSpider, PluggableSpider):
     summary_legend = SUMMARY_LEGEND
     conditions = staticmethod(conditions)
     combine_flows = staticmethod(combine_flows)
+
+    #: ``--locate``: the quoted MSS option of the SYN.
+    locate_fields = ("mss",)
+    #: Conditions that say the MSS came back other than it left.
+    locate_when = ('mss.option.received.deflated', 'mss.option.received.inflated',
+                   'mss.option.received.absent')
+
+    def locate_effect(self, conditions, flows):
+        """``changed`` when the SYN+ACK's MSS differs from the SYN's, or is missing."""
+        return CHANGED if any(c in conditions for c in self.locate_when) else None
+
+    def locate_probes(self, job):
+        """One connection, so no control: B is a SYN with Linux's options (MSS 1460)."""
+        return {"B": syn(job)}
     default_connect = DEFAULT_CONNECT
     #: What :meth:`merge` copies from the record :meth:`build_record` returns.
     result_fields = RESULT_FIELDS
@@ -130,4 +145,5 @@ class MSS(ReactorPlugin, SingleSpider, PluggableSpider):
                         "SYN as it left and of the SYN+ACK as it came back.")
         add_timeout_option(parser, DEFAULT_TIMEOUT)
         add_connect_option(parser, DEFAULT_CONNECT)
+        add_locate_options(parser)
         return parser

@@ -45,6 +45,8 @@ from pathspider.client.pluginkit import (DEFAULT_TIMEOUT, EVIDENCE_COLUMNS, add_
                                          add_timeout_option, combine_pair, connected,
                                          connection_ok, connectivity, connectivity_columns,
                                          has_condition, merged_record, tcp_observer)
+from pathspider.client.locatekit import (CHANGED, TFO_REQUEST_OPTIONS, LocatePlugin,
+                                         add_locate_options, broken, syn)
 from pathspider.client.tcpclient import job_host, job_rank, utc_now_text
 
 log = logging.getLogger("pathspider.plugins.tfo")
@@ -117,7 +119,7 @@ SUMMARY_LEGEND = ("cookie: the cookie request got a cookie; SYN data acked: the 
                   "the SYN with that cookie was acknowledged.")
 
 
-class TFO(DesynchronizedSpider, PluggableSpider):
+class TFO(LocatePlugin, DesynchronizedSpider, PluggableSpider):
     """TCP Fast Open: cookie request (baseline), then data on SYN with the cookie."""
 
     command_name = "tfo"
@@ -127,6 +129,27 @@ class TFO(DesynchronizedSpider, PluggableSpider):
     #: PATHspider 2.0's hook (``--format jobs``): :func:`conditions` of the job's two records
     #: (the experiment is None when it was skipped).
     combine_flows = combine_pair(conditions)
+
+    #: ``--locate``: the quoted TCP options of a cookie-requesting SYN.
+    locate_fields = ("tfo",)
+
+    def locate_effect(self, conditions, flows):
+        """``changed`` when the baseline connected but no cookie came back (a path that
+        strips the option; a server without Fast Open looks the same, and its trace then
+        shows the option intact to the last hop); ``dropped`` when a cookie came back but
+        the SYN with data failed."""
+        baseline = flows[0] if flows else None
+        if "tfo.cookie.not_received" in conditions and connected(baseline):
+            return CHANGED
+        if broken(conditions):
+            return "dropped"
+        return None
+
+    def locate_probes(self, job):
+        """A: a plain SYN; B: a SYN asking for a Fast Open cookie (option 34). The
+        experiment's own SYN (cookie and data) cannot be replayed: the cookie is the
+        kernel's."""
+        return {"A": syn(job), "B": syn(job, options=TFO_REQUEST_OPTIONS)}
 
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
@@ -199,5 +222,6 @@ class TFO(DesynchronizedSpider, PluggableSpider):
                         "a cookie, then (if that worked) sending GET / on the SYN with the "
                         "cookie, and records what the SYNs and SYN+ACKs carried.")
         add_timeout_option(parser, DEFAULT_TIMEOUT)
+        add_locate_options(parser)
         return parser
 

@@ -24,6 +24,7 @@ from pathspider.client.packets import UDPDatagram
 from pathspider.client.pluginkit import (EVIDENCE_COLUMNS, add_command, combine_pair,
                                          connectivity_columns, has_condition,
                                          positive_seconds)
+from pathspider.client.locatekit import LocatePlugin, add_locate_options
 from pathspider.client.tcpclient import job_host
 from pathspider.observer.chains import observer_for
 
@@ -70,7 +71,7 @@ SUMMARY_LEGEND = (
 
 # ---- the plugin ------------------------------------------------------------------------------
 
-class UDPZero(ForgeSpider, PluggableSpider):
+class UDPZero(LocatePlugin, ForgeSpider, PluggableSpider):
     """Two forged DNS queries per target: with a checksum, then with checksum 0."""
 
     command_name = "udpzero"
@@ -80,6 +81,13 @@ class UDPZero(ForgeSpider, PluggableSpider):
     conditions = staticmethod(conditions)
     combine_flows = combine_pair(conditions)
     probe_fields = {"udp_zero_checksum_sent": "zero_checksum"}
+
+    #: ``--locate``: the UDP checksum as quoted; a drop (``*.connectivity.broken``) is located.
+    locate_fields = ("udp_checksum",)
+
+    def locate_probes(self, job):
+        """The two forged packets themselves: A is packet 0, B packet 1."""
+        return {"A": self.forge(job, 0), "B": self.forge(job, 1)}
 
     def __init__(self, worker_count, libtrace_uri, args):
         super().__init__(worker_count=worker_count, libtrace_uri=libtrace_uri, args=args)
@@ -130,4 +138,5 @@ class UDPZero(ForgeSpider, PluggableSpider):
         parser.add_argument("--ipv6-zero-checksum", action="store_true",
                             help="send the zero checksum to IPv6 targets too, as 2.0.1 did "
                                  "(invalid in IPv6: compliant receivers drop it)")
+        add_locate_options(parser)
         return parser
