@@ -179,7 +179,7 @@ def make_targets(lab, count, blackholed_share, classes=ANSWERING, port=plan.HTTP
     return out
 
 
-def run(lab, rows, workers, timeout, workdir, plugin="ecn"):
+def run(lab, rows, workers, timeout, workdir, plugin="ecn", extra=()):
     """Run ``plugin`` over ``rows`` in the lab client; return the figures as a dict."""
     infile, outfile = workdir / "targets.csv", workdir / "results.ndjson"
     rssfile = workdir / "rss"
@@ -187,7 +187,7 @@ def run(lab, rows, workers, timeout, workdir, plugin="ecn"):
     argv = [sys.executable, "-c", RSS_WRAPPER, str(rssfile),
             sys.executable, "-m", "pathspider.run", "-i", plan.CLIENT_IFACE, "-w", str(workers),
             "--input", str(infile), "--output", str(outfile), *PLUGINS[plugin][0],
-            "--timeout", str(timeout)]
+            "--timeout", str(timeout), *extra]
     started = time.monotonic()
     proc = subprocess.run(netns.command(lab.client_netns, argv), capture_output=True, text=True,
                           env=lab.client_env())
@@ -213,6 +213,8 @@ def figures(rows, records, log, wall, rss_kb, cpu_s, plugin="ecn"):
     if match:
         observer = ast.literal_eval(match.group(1))
     reported = re.search(r"in ([0-9.]+) s \(([0-9]+) jobs/s\)", log)
+    located = re.search(r"located: (\d+) targets traced, hop named for (\d+), unknown for "
+                        r"(\d+), (\d+) aborted; (\d+) probe packets sent", log)
     starts = sorted(datetime.datetime.fromisoformat(r["tstart"]).timestamp() for r in records)
     dispatch = starts[-1] - starts[0] if len(starts) > 1 else 0.0
     wrong = [ip for ip, ok in verdicts if not ok]
@@ -234,7 +236,19 @@ def figures(rows, records, log, wall, rss_kb, cpu_s, plugin="ecn"):
         "cpu_s": round(cpu_s, 2),
         "cpu_ms_per_job": round(cpu_s * 1000 / len(rows), 3),
         "misclassified_examples": [(ip, plan.class_of(ip)) for ip in wrong[:5]],
+        **(_locate_figures(located, reported) if located else {}),
     }
+
+
+def _locate_figures(located, reported):
+    """``--locate``'s figures from the run's summary: targets traced and named, their rate
+    over the run, probe packets per traced target."""
+    traced, named, unknown, aborted, sent = map(int, located.groups())
+    run_s = float(reported.group(1)) if reported else None
+    return {"located_traced": traced, "located_named": named, "located_unknown": unknown,
+            "located_aborted": aborted,
+            "located_per_s_run": round(traced / run_s) if run_s else None,
+            "probe_packets_per_traced_target": round(sent / traced, 1) if traced else None}
 
 
 def main(argv=None):
@@ -250,6 +264,10 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure the target list this many times over in one run (the "
                              "lab has 254 hosts per class; repeats show the sustained rate)")
+    parser.add_argument("--locate", action="store_true",
+                        help="run the plugin with --locate and report the located targets "
+                             "per second and probe packets per target (use --classes with "
+                             "impaired classes, e.g. ecn-syn-drop,ecn-bleach)")
     parser.add_argument("--classes", default=",".join(ANSWERING),
                         help="answering impairment classes for the targets (default: all but "
                              "blackhole)")
@@ -266,7 +284,8 @@ def main(argv=None):
             rows = [[ip, port, host, i + 1] for i, (ip, port, host, _) in
                     enumerate(rows * args.repeat)]
             with tempfile.TemporaryDirectory(prefix="psbench-") as tmp:
-                result = run(lab, rows, args.workers, args.timeout, Path(tmp), args.plugin)
+                result = run(lab, rows, args.workers, args.timeout, Path(tmp), args.plugin,
+                             ("--locate",) if args.locate else ())
             print(f"scenario ({name}, {args.plugin}): {json.dumps(result)}", flush=True)
     finally:
         if not (was_up or args.keep_lab):
