@@ -10,19 +10,10 @@ from pathspider.base import NO_FLOW
 from pathspider.client.locatekit import CHANGED, LocatePlugin, path_conditions
 from pathspider.engine.jobs import JobCollector
 from pathspider.engine.locating import Locator, wants_locate
-from pathspider.engine.machinery import RecordQueue
+from test_jobs import FakeEngine
 
 Result = collections.namedtuple("Result", ["ip", "port", "config"])
 Reply = collections.namedtuple("Reply", "ttl address kind rtt quote_len fields")
-
-
-class FakeEngine:
-    def __init__(self):
-        self.outqueue = RecordQueue(1000)
-        self.errors = []
-
-    def _job_failed(self, job, stage):
-        self.errors.append((list(job), stage))
 
 
 class Plugin(LocatePlugin):
