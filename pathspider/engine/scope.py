@@ -43,6 +43,9 @@ IN_LAB_ENV = "PATHSPIDER_IN_LAB"
 #: Where named network namespaces are bound (``ip netns``), and the lab client's suffix.
 NETNS_DIR = "/run/netns"
 CLIENT_SUFFIX = "-client"
+#: The lab's vantages (``pathspider lab up --vantages N``) are further client namespaces,
+#: ``<name>-v1`` ... ``<name>-v8`` (``pathspider.lab.plan.VANTAGE_NAMES``).
+VANTAGE_SUFFIXES = tuple(f"-v{k}" for k in range(1, 9))
 _LAB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,7}")
 #: Longest line of a CIDR file (bytes, without its newline).
 MAX_CIDR_LINE = 1024
@@ -300,11 +303,12 @@ def _add(entries, network, source, rule):
 def lab_client_namespace(environ=None):
     """The lab's name if this process runs inside that lab's client namespace, else None.
 
-    ``pathspider lab exec`` (and ``Lab.exec_in_client``) set ``$PATHSPIDER_IN_LAB`` to the lab's
-    name. The variable alone proves nothing (it may be set by hand, or leak into a shell
-    outside the lab), so it counts only if this process's network namespace
-    (``/proc/self/ns/net``) is the one bound at ``/run/netns/<name>-client``. A variable that
-    does not check out gets one warning and lifts nothing.
+    ``pathspider lab exec`` (and ``Lab.exec_in_client``, ``Lab.exec_in_vantage``) set
+    ``$PATHSPIDER_IN_LAB`` to the lab's name. The variable alone proves nothing (it may be set
+    by hand, or leak into a shell outside the lab), so it counts only if this process's network
+    namespace (``/proc/self/ns/net``) is the one bound at ``/run/netns/<name>-client`` or at
+    one of the lab's vantages, ``/run/netns/<name>-v1`` ... ``-v8``. A variable that does not
+    check out gets one warning and lifts nothing.
     """
     environ = os.environ if environ is None else environ
     name = environ.get(IN_LAB_ENV)
@@ -321,11 +325,25 @@ def lab_client_namespace(environ=None):
         log.warning("$%s names lab %s, but its client namespace cannot be checked (%s); the "
                     "lab's ranges stay blocked", IN_LAB_ENV, name, exc.strerror or exc)
         return None
-    if (own.st_dev, own.st_ino) != (lab.st_dev, lab.st_ino):
-        log.warning("$%s names lab %s, but this run is not in its client namespace %s; the "
-                    "lab's ranges stay blocked", IN_LAB_ENV, name, netns)
+    if (own.st_dev, own.st_ino) != (lab.st_dev, lab.st_ino) and not _in_vantage(own, name):
+        log.warning("$%s names lab %s, but this run is not in its client namespace %s (nor "
+                    "in one of its vantages'); the lab's ranges stay blocked",
+                    IN_LAB_ENV, name, netns)
         return None
     return name
+
+
+def _in_vantage(own, name):
+    """Whether ``own`` (a stat of this process's namespace) is one of lab ``name``'s vantage
+    namespaces, ``/run/netns/<name>-v<k>``."""
+    for suffix in VANTAGE_SUFFIXES:
+        try:
+            found = os.stat(os.path.join(NETNS_DIR, name + suffix))
+        except OSError:
+            continue
+        if (own.st_dev, own.st_ino) == (found.st_dev, found.st_ino):
+            return True
+    return False
 
 
 def scope_for_run(args, stats=None):

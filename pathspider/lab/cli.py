@@ -119,6 +119,13 @@ def _add_lab_args(parser):
                     help=PLACE_HELP + " (a new lab starts from the default placement, a "
                          "running or rebuilt one from the placement it kept; on a running lab "
                          "this moves the classes as 'place' does)")
+    up.add_argument("--vantages", type=_int_in(0, plan.MAX_VANTAGES, "vantages"),
+                    default=None, metavar="N",
+                    help=f"give the lab N extra client namespaces, vantages v1..vN (0 to "
+                         f"{plan.MAX_VANTAGES}), each joined to hop 1 by its own access link "
+                         f"(v2's bleaches the ECN field of all its traffic); on a running lab "
+                         f"the last vantages are added or removed, nothing else changes "
+                         f"(default: as many as the lab has, 0 for a new lab)")
     _command(sub, "down", help="remove everything the lab made (waits while another up or "
                                "down of the lab runs)")
     status = _command(sub, "status", help="show namespaces, servers, routes and rule counters "
@@ -158,12 +165,17 @@ def _add_lab_args(parser):
     tg.add_argument("-o", "--out", dest="lab_out", default=None,
                     help="file to write (default: pathspider's --output, else stdout)")
 
-    ex = _command(sub, "exec", help="run a command in the client namespace: exec -- CMD ...",
-                  description="Run CMD in the client namespace and exit with its status "
+    ex = _command(sub, "exec", help="run a command in the client namespace (or a vantage's): "
+                                    "exec [--vantage vK] -- CMD ...",
+                  description="Run CMD in the client namespace (with --vantage, in that "
+                              "vantage's namespace) and exit with its status "
                               "(128+N if it died of signal N, 127 if there is no such "
                               "command). SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and "
                               "SIGUSR2 are passed on to CMD, and CMD gets SIGTERM should "
                               "'lab exec' be killed.")
+    ex.add_argument("--vantage", default=None, metavar="vK",
+                    help="run CMD in vantage vK's namespace (see 'up --vantages'; its "
+                         "interface is eth0 too) instead of the client's")
     ex.add_argument("cmd", nargs=argparse.REMAINDER, help="command and its arguments")
     parser.set_defaults(func=main)
 
@@ -198,14 +210,23 @@ def main(args):
 
 def _up(args):
     lab = Lab(args.name, http_workers=args.http_workers,
-              impairment_hops=dict(args.impairment_hops))
+              impairment_hops=dict(args.impairment_hops), vantages=args.vantages)
     done = lab.ensure_up()
-    if done == "moved":
+    if done == "changed":
+        vantages, moved = lab.vantage_names(), dict(args.impairment_hops)
+        print(f"lab {lab.name} was already up; it now has {len(vantages)} vantage(s)"
+              + (f": {', '.join(vantages)}" if vantages else "")
+              + (f"; impairments at: {format_placement(lab.impairment_hops(), moved)}"
+                 if moved else ""))
+    elif done == "moved":
         print(f"lab {lab.name} was already up; impairments moved: "
               + format_placement(lab.impairment_hops(), dict(args.impairment_hops)))
     elif done != "unchanged":
+        vantages = lab.vantage_names()
         print(f"lab {lab.name} is up; measure from it with: "
-              f"pathspider lab --name {lab.name} exec -- pathspider ...")
+              f"pathspider lab --name {lab.name} exec -- pathspider ..."
+              + (f" (vantages {', '.join(vantages)}: exec --vantage vK -- ...)"
+                 if vantages else ""))
     else:
         print(f"lab {lab.name} was already up; nothing changed")
     return 0
@@ -274,6 +295,7 @@ def format_status(info):
                              f"loss {p.get('loss_pct', 0):g}%" if p else "no added delay or loss"))
     if info["phase"] != "down":
         lines += _format_hops(info)
+    lines += _format_vantages(info)
     if info["counters"]:
         lines.append("impairment rules (hop, class, family, direction: packets matched):")
         lines += [f"  {c['hop']} {c['class']:<14} {c['family']:<4} {c['direction']:<5} "
@@ -293,6 +315,23 @@ def _format_hops(info):
         lines.append(f"  {h['hop']} {h['namespace']:<12} {h['address4']:<13} "
                      f"{h['address6']:<18} impairs: {', '.join(at.get(h['hop'], [])) or '-'}"
                      f"{silent}")
+    return lines
+
+
+def _format_vantages(info):
+    """The vantages, each with its addresses and its access link's own impairment."""
+    vantages = info.get("vantages") or []
+    if not vantages:
+        return []
+    lines = ["vantages (extra clients joined to hop 1; interface eth0):"]
+    for v in vantages:
+        imp = v["access_impairment"]
+        text = "-"
+        if imp:
+            packets = sum(c["packets"] for c in imp.get("counters", []))
+            text = f"{imp['name']} at hop {imp['hop']} ({packets} packets): {imp['description']}"
+        lines.append(f"  {v['name']:<3} {v['namespace']:<12} {v['address4']:<13} "
+                     f"{v['address6']:<18} access impairment: {text}")
     return lines
 
 
@@ -318,6 +357,7 @@ def _exec(args):
     if not cmd:
         raise ValueError("exec needs a command: pathspider lab exec -- CMD [ARGS...]")
     lab = Lab(args.name)
+    vantage = plan.vantage_name(args.vantage) if args.vantage is not None else None
     problems = lab.problems()
     if problems == ["no state file"]:
         raise LabError(f"lab {lab.name} is not up (run: pathspider lab --name {lab.name} up)")
@@ -330,7 +370,9 @@ def _exec(args):
         return missing[0]
     sys.stdout.flush()
     sys.stderr.flush()
-    return lab.exec_foreground(cmd)
+    if vantage is not None:
+        lab.vantage_netns(vantage)          # LabError if the lab has no such vantage
+    return lab.exec_foreground(cmd, vantage=vantage)
 
 
 def _not_runnable(program):

@@ -18,6 +18,9 @@ fixtures and the ``root`` marker in any source tree. (Listing this module in
   plugin tests, to prove that plugins restore what they change.
 - ``lab_netem`` (function): the same lab; any delay or loss the test sets on the path is
   cleared afterwards.
+- ``lab_vantages`` (module): the same lab with :data:`VANTAGES` (3) vantages, v1..v3 (v2's
+  access link bleaches ECN); at the end of the module the lab gets back the number of
+  vantages it had (0 normally), so other tests see the lab's usual shape.
 """
 import difflib
 import json
@@ -34,7 +37,10 @@ log = logging.getLogger("pathspider.lab")
 LAB_ENV = NAME_ENV
 DEFAULT_TEST_LAB = DEFAULT_NAME
 
-__all__ = ["lab", "lab_client_state", "lab_netem", "lab_name", "NAME_ENV",
+#: How many vantages ``lab_vantages`` gives the lab.
+VANTAGES = 3
+
+__all__ = ["lab", "lab_client_state", "lab_netem", "lab_vantages", "lab_name", "NAME_ENV",
            "DEPRECATED_NAME_ENV", "DEFAULT_NAME"]
 
 
@@ -95,3 +101,18 @@ def lab_netem(lab):
     """The lab; delay and loss set on the path during the test are cleared afterwards."""
     yield lab
     lab.clear_netem()
+
+
+@pytest.fixture(scope="module")
+def lab_vantages(lab):
+    """The lab with :data:`VANTAGES` vantages; the vantages it had before are put back at the
+    end of the module (the last ones added or removed; the rest of the lab is not touched)."""
+    before = len(lab.vantage_names())
+    try:
+        lab.set_vantages(VANTAGES)
+    except LabError as exc:
+        pytest.fail(f"cannot give the test lab {VANTAGES} vantages: {exc}", pytrace=False)
+    try:
+        yield lab
+    finally:
+        lab.set_vantages(before)

@@ -203,3 +203,92 @@ def place(routers, old, new):
         log.info("impairments moved: %s", ", ".join(
             f"{c} hop {rule_hop(c, old)} -> {rule_hop(c, new)}" for c in moved))
     return moved
+
+
+# -- vantage access links ----------------------------------------------------------------------
+# A vantage in plan.VANTAGE_IMPAIRMENTS gets a chain of its own, ``vantage-<name>``, in hop 1's
+# lab table (forward hook): one rule per family and direction matching the vantage's access
+# link by interface (``iifname a<k>``: from the vantage, "out"; ``oifname a<k>``: to it, "in"),
+# each with a counter and a comment ``"<vantage> <ip|ip6> <out|in>"``. It is added when the
+# vantage is and deleted with it; the ``impair`` chain and its counters are not touched.
+
+VANTAGE_CHAIN_PREFIX = "vantage-"
+
+
+def vantage_chain(name):
+    """The chain of vantage ``name``'s access-link impairment: ``vantage-<name>``."""
+    return VANTAGE_CHAIN_PREFIX + plan.vantage_name(name)
+
+
+def vantage_rules(name):
+    """Vantage ``name``'s access-link rules as nft rule text ([] if its link impairs
+    nothing)."""
+    imp = plan.VANTAGE_IMPAIRMENTS.get(plan.vantage_name(name))
+    if imp is None:
+        return []
+    iface = plan.mbox_vantage_iface(name)
+    out = []
+    for direction, match in (("out", "iifname"), ("in", "oifname")):
+        for family in ("ip", "ip6"):
+            out.append(f'{match} "{iface}" {imp.action.format(f=family)} counter '
+                       f'comment "{plan.vantage_name(name)} {family} {direction}"')
+    return out
+
+
+def load_vantage(mbox, name):
+    """Add vantage ``name``'s access-link chain to hop 1's table (namespace ``mbox``), in one
+    transaction, replacing one left there; nothing if its link impairs nothing."""
+    rules_ = vantage_rules(name)
+    if not rules_:
+        return
+    chain = vantage_chain(name)
+    script = (f"add chain inet {TABLE} {chain} "
+              f"{{ type filter hook forward priority mangle; policy accept; }}\n"
+              f"flush chain inet {TABLE} {chain}\n"
+              + "".join(f"add rule inet {TABLE} {chain} {r}\n" for r in rules_))
+    netns.run(mbox, ["nft", "-f", "-"], input=script)
+
+
+def unload_vantage(mbox, name):
+    """Delete vantage ``name``'s access-link chain from hop 1's table, if it is there."""
+    if vantage_counters(mbox, name) is not None:
+        netns.run(mbox, ["nft", "delete", "chain", "inet", TABLE, vantage_chain(name)])
+
+
+def vantage_counters(mbox, name):
+    """The counters of vantage ``name``'s access-link rules in hop 1 (namespace ``mbox``):
+    a list of ``{family, direction, packets, bytes}``, or None if it has no chain there."""
+    try:
+        chain = _chain(mbox, vantage_chain(name))
+    except RuntimeError:
+        return None
+    out = []
+    for rule in chain:
+        if "comment" not in rule:
+            continue
+        _, family, direction = rule["comment"].split()
+        counter = _counter(rule)
+        out.append({"family": family, "direction": direction,
+                    "packets": counter["packets"], "bytes": counter["bytes"]})
+    return out
+
+
+def vantage_chains(mbox):
+    """The vantage chains hop 1's lab table holds (names of their vantages)."""
+    done = netns.run(mbox, ["nft", "-j", "list", "table", "inet", TABLE])
+    chains = [item["chain"]["name"] for item in json.loads(done.stdout).get("nftables", [])
+              if "chain" in item]
+    return sorted(c[len(VANTAGE_CHAIN_PREFIX):] for c in chains
+                  if c.startswith(VANTAGE_CHAIN_PREFIX))
+
+
+def vantage_loaded(mbox, name):
+    """Whether hop 1 carries exactly vantage ``name``'s access-link rules (none, and no chain,
+    for a vantage whose link impairs nothing)."""
+    have = vantage_counters(mbox, name)
+    want = sorted(r.rsplit('comment "', 1)[1].rstrip('"') for r in vantage_rules(name))
+    if not want:
+        return have is None
+    got = sorted(f"{plan.vantage_name(name)} {c['family']} {c['direction']}"
+                 for c in have or [])
+    return got == want

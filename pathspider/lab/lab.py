@@ -6,7 +6,10 @@ with the HTTP and DNS servers in ``N-server``, the impairment rulesets in the ro
 class at its hop, the placement kept in the state file), a resolver file
 ``/etc/netns/N-client/resolv.conf`` (which ``ip netns exec`` shows as ``/etc/resolv.conf``
 inside the client, pointing at the lab DNS) and a run directory (default
-``/run/pathspider-lab/N``) with the state file, PID file and logs.
+``/run/pathspider-lab/N``) with the state file, PID file and logs. With vantages
+(``Lab(N, vantages=K)``, ``set_vantages``) it also has ``N-v1`` ... ``N-vK``, extra clients
+joined to hop 1 by their own access links (:mod:`plan`), each with its own resolver file; their
+number is kept in the state file and changed by adding or removing the last ones.
 
 ``up``, ``down``, the path changes (``set_netem``, ``clear_netem``) and the placement changes
 (``set_impairment_hops``) of one lab hold an exclusive lock (``flock`` on ``N.lock`` beside
@@ -56,6 +59,8 @@ DEPRECATED_NAME_ENV = "PATHSPIDER_TEST_LAB"
 #: that namespace measures the lab's ranges, which the default blocklist otherwise skips
 #: (``pathspider.engine.scope.IN_LAB_ENV``, docs/scope.md).
 IN_LAB_ENV = "PATHSPIDER_IN_LAB"
+#: Set to the vantage's name (``v2``) for commands run in a vantage's namespace.
+VANTAGE_ENV = "PATHSPIDER_LAB_VANTAGE"
 REQUIRED_TOOLS = {"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "ethtool": "ethtool"}
 
 #: Client-namespace sysctls that measurement plugins change (and must restore).
@@ -67,6 +72,19 @@ SNAPSHOT_SYSCTLS = (
     "net.ipv4.tcp_sack",
     "net.ipv4.tcp_window_scaling",
 )
+
+
+def _vantage_count(state):
+    """How many vantages the lab ``state`` describes has (0 for none, or no state)."""
+    count = (state or {}).get("vantages") or 0
+    return count if isinstance(count, int) and 0 <= count <= plan.MAX_VANTAGES else 0
+
+
+def _recorded_roles(state):
+    """The roles whose namespaces ``state`` records: the base roles, then any vantages (in
+    order), also one recorded half-way through being added."""
+    recorded = (state or {}).get("namespaces", {})
+    return tuple(ROLES) + tuple(v for v in plan.VANTAGE_NAMES if v in recorded)
 
 
 class LabError(Exception):
@@ -143,7 +161,7 @@ class Lab:
     """One named lab; see the module docstring. All methods except ``targets`` need root."""
 
     def __init__(self, name=DEFAULT_NAME, rundir=None, http_workers=None,
-                 impairment_hops=None):
+                 impairment_hops=None, vantages=None):
         self.name = check_name(name)
         self.rundir = (rundir or os.path.join(RUN_ROOT, name)).rstrip("/")
         self.lock_path = self.rundir + ".lock"
@@ -155,6 +173,8 @@ class Lab:
         self.router_netns = {hop: self.namespaces[plan.router_role(hop)] for hop in plan.HOPS}
         #: Placements (class -> hop) ``up`` applies over the kept (or default) one.
         self.impairment_hops_wanted = plan.check_impairment_hops(impairment_hops or {})
+        #: Vantages ``up`` gives the lab (None: as many as it has, 0 for a new lab).
+        self.vantages_wanted = None if vantages is None else plan.check_vantages(vantages)
         self.client_interface = plan.CLIENT_IFACE
         if http_workers is not None and not 1 <= int(http_workers) <= MAX_HTTP_WORKERS:
             raise ValueError(f"http_workers must be between 1 and {MAX_HTTP_WORKERS}, "
@@ -269,9 +289,14 @@ class Lab:
         problems = []
         if state.get("phase") != "up":
             problems.append(f"phase is {state.get('phase')!r}")
-        for role in ROLES:
+        count = _vantage_count(state)
+        names = self._all_namespaces(count)
+        for role in topology.roles(count):
             if not self._owned(state, role) or state["namespaces"][role].get("inode") is None:
-                problems.append(f"namespace {self.namespaces[role]} missing or replaced")
+                problems.append(f"namespace {names[role]} missing or replaced")
+        problems += [f"namespace {self.name}-{v} left over (the lab has {count} vantages)"
+                     for v in _recorded_roles(state)
+                     if v in plan.VANTAGE_NAMES and plan.vantage_number(v) > count]
         if problems:
             return problems
         problems += [f"{name} (pid {s['pid']}) not running"
@@ -282,7 +307,8 @@ class Lab:
             problems += [f"{ns}: impairment ruleset of hop {hop} not loaded"
                          for hop, ns in self.router_netns.items()
                          if not impair.loaded(ns, hop, placement)]
-            problems += topology.check(self.namespaces)
+            problems += topology.check(names, count)
+            problems += self._vantage_impairment_problems(count)
         except (OSError, RuntimeError) as exc:     # e.g. a namespace removed meanwhile
             problems.append(f"cannot inspect the lab: {exc}")
         return problems
@@ -310,7 +336,9 @@ class Lab:
         """:meth:`up`, saying what it did: ``"built"`` (there was no lab of this name),
         ``"rebuilt"`` (there was one, but broken: removed and built again, with the
         placement it kept), ``"moved"`` (it was up and answering; only impairments moved to
-        the hops given as ``impairment_hops``) or ``"unchanged"`` (it was up and answering).
+        the hops given as ``impairment_hops``), ``"changed"`` (it was up and answering;
+        vantages were added or removed to match ``vantages``, impairments perhaps moved too)
+        or ``"unchanged"`` (it was up and answering).
         Decided under the lab's lock, so of several callers at once exactly one gets
         ``"built"``: the one that owns the lab."""
         preflight()
@@ -320,26 +348,31 @@ class Lab:
     def _up(self):
         state = self._read_state()
         placement = dict(self._placement(state), **self.impairment_hops_wanted)
+        vantages = (_vantage_count(state) if self.vantages_wanted is None
+                    else self.vantages_wanted)
         if state is not None:
             problems = self._problems(state)
             if not problems:
                 failures = netns.call_in(self.client_netns, probe.wait_ready, attempts=1)
                 if not failures:
                     try:
-                        if self._move(state, placement):
-                            return "moved"
+                        moved = self._move(state, placement)
                     except RuntimeError as exc:
                         raise LabError(f"lab {self.name}: cannot move impairments: {exc} "
                                        f"(run up again to repair)") from exc
+                    if self._resize(state, vantages):
+                        return "changed"
+                    if moved:
+                        return "moved"
                     log.info("lab %s is already up; nothing changed", self.name)
                     return "unchanged"
                 problems = failures
             log.warning("lab %s is not healthy (%s); rebuilding it", self.name,
                         "; ".join(problems))
             self._teardown(state)
-        self._check_clash()
+        self._check_clash(vantages)
         try:
-            self._build(placement)
+            self._build(placement, vantages)
         except BaseException as exc:
             self._teardown(self._read_state())
             if not isinstance(exc, Exception):
@@ -372,20 +405,147 @@ class Lab:
             self._write_state(state)
         return moved
 
-    def _check_clash(self):
-        clash = [ns for ns in self.namespaces.values() if netns.exists(ns)]
+    # -- vantages -------------------------------------------------------------------------
+    def _all_namespaces(self, vantages=0):
+        """{role: namespace} of the base roles and the first ``vantages`` vantages."""
+        out = dict(self.namespaces)
+        out.update({v: f"{self.name}-{v}" for v in plan.VANTAGE_NAMES[:vantages]})
+        return out
+
+    def _vantage_impairment_problems(self, count):
+        """What is wrong with hop 1's vantage chains for ``count`` vantages: a missing or
+        changed access impairment, or the chain of a vantage the lab does not have."""
+        problems = [f"{self.mbox_netns}: access impairment of vantage {v} not loaded"
+                    for v in plan.VANTAGE_NAMES[:count] if v in plan.VANTAGE_IMPAIRMENTS
+                    and not impair.vantage_loaded(self.mbox_netns, v)]
+        problems += [f"{self.mbox_netns}: chain of vantage {v} left over"
+                     for v in impair.vantage_chains(self.mbox_netns)
+                     if v not in plan.VANTAGE_NAMES[:count]]
+        return problems
+
+    def _remove_namespace(self, role, keep=()):
+        """Stop the processes left in ``role``'s namespace (but ``keep``) and delete it."""
+        ns = self._all_namespaces(plan.MAX_VANTAGES)[role]
+        leftovers = [p for p in netns.pids(ns) if p not in keep]
+        if leftovers:
+            log.info("stopping processes left in %s: %s", ns, leftovers)
+            procs.stop(leftovers, timeout=3.0)
+        netns.remove(ns)
+
+    def _resize(self, state, count):
+        """Give the running lab ``state`` describes ``count`` vantages, adding or removing the
+        last ones (the others, the client, the routers and the servers are not touched);
+        returns whether anything changed. A failed addition is undone (LabError)."""
+        current = _vantage_count(state)
+        if count == current:
+            return False
+        if count < current:
+            self._remove_vantages(state, count)
+        else:
+            try:
+                self._add_vantages(state, count)
+            except BaseException as exc:        # also Ctrl-C: never leave a half vantage
+                self._remove_vantages(state, current)
+                if not isinstance(exc, Exception):
+                    raise
+                raise LabError(f"lab {self.name}: cannot add vantages: {exc} (what was added "
+                               f"was removed; the lab keeps {current})") from exc
+        log.info("lab %s: %d vantage(s) -> %d", self.name, current, count)
+        return True
+
+    def _add_vantages(self, state, count):
+        """Add vantages after the last one up to ``count``: each namespace recorded in the
+        state before it is made, then linked to hop 1, its access impairment (if any) and
+        resolver file in place; then each must reach the services. Returns their names."""
+        first = _vantage_count(state) + 1
+        names = self._all_namespaces(count)
+        new = plan.VANTAGE_NAMES[first - 1:count]
+        clash = [names[v] for v in new if netns.exists(names[v])]
+        if clash:
+            raise LabError(f"network namespace(s) {', '.join(clash)} already exist but were "
+                           f"not made by lab {self.name}; remove them (ip netns del NAME)")
+        if new and first == 1:
+            topology.route_vantage_space(names, True)
+        for v in new:
+            state["namespaces"][v] = {"name": names[v], "inode": None}
+            self._write_state(state)
+            state["namespaces"][v]["inode"] = netns.create(names[v])
+            self._write_state(state)
+            topology.add_vantage(names, v)
+            impair.load_vantage(self.mbox_netns, v)
+            self._write_resolv(names[v])
+            state["vantages"] = plan.vantage_number(v)
+            self._write_state(state)
+        for v in new:
+            failures = netns.call_in(names[v], probe.wait_ready)
+            if failures:
+                raise RuntimeError(f"services do not answer from vantage {v}: "
+                                   + "; ".join(failures))
+        return list(new)
+
+    def _remove_vantages(self, state, keep):
+        """Remove every vantage after the first ``keep`` (last first): its access chain, its
+        link, its processes, its namespace and its resolver file; the routers' routes to the
+        vantage space go with the last vantage."""
+        names = self._all_namespaces(plan.MAX_VANTAGES)
+        spare = _ancestors()
+        gone = [v for v in _recorded_roles(state)
+                if v in plan.VANTAGE_NAMES and plan.vantage_number(v) > keep]
+        for v in reversed(gone):
+            impair.unload_vantage(self.mbox_netns, v)
+            topology.remove_vantage_link(names, v)
+            if self._owned(state, v):
+                self._remove_namespace(v, spare)
+            shutil.rmtree(os.path.join(RESOLV_ROOT, names[v]), ignore_errors=True)
+            del state["namespaces"][v]
+            state["vantages"] = min(_vantage_count(state), plan.vantage_number(v) - 1)
+            self._write_state(state)
+        if keep == 0:
+            topology.route_vantage_space(names, False)
+
+    def _vantages_status(self, state):
+        """Each vantage: name, namespace, its addresses and gateway, and its access link's
+        own impairment (None, or what it does with its rules' counters in hop 1)."""
+        out = []
+        for v in plan.VANTAGE_NAMES[:_vantage_count(state)]:
+            entry = {"name": v, "namespace": f"{self.name}-{v}",
+                     "interface": plan.VANTAGE_IFACE,
+                     "address4": str(plan.vantage_address(v, 4)),
+                     "address6": str(plan.vantage_address(v, 6)),
+                     "gateway4": str(plan.vantage_gateway(v, 4)),
+                     "gateway6": str(plan.vantage_gateway(v, 6)),
+                     "access_impairment": None}
+            imp = plan.VANTAGE_IMPAIRMENTS.get(v)
+            if imp is not None:
+                entry["access_impairment"] = {"name": imp.name, "hop": 1,
+                                              "description": imp.description,
+                                              "counters": self._vantage_counters(state, v)}
+            out.append(entry)
+        return out
+
+    def _vantage_counters(self, state, v):
+        """Vantage ``v``'s access-rule counters in hop 1 ([] if they cannot be read)."""
+        if not self._owned(state, "mbox"):
+            return []
+        try:
+            return impair.vantage_counters(self.mbox_netns, v) or []
+        except (RuntimeError, ValueError):
+            return []
+
+    def _check_clash(self, vantages=0):
+        clash = [ns for ns in self._all_namespaces(vantages).values() if netns.exists(ns)]
         if clash:
             raise LabError(f"network namespace(s) {', '.join(clash)} already exist but were "
                            f"not made by lab {self.name} (no state in {self.rundir}); "
                            f"remove them (ip netns del NAME) or choose another lab name")
 
-    def _build(self, placement):
+    def _build(self, placement, vantages=0):
         os.makedirs(self.rundir, exist_ok=True)
         state = {"name": self.name, "phase": "building", "created": time.time(),
                  "namespaces": {role: {"name": ns, "inode": None}
                                 for role, ns in self.namespaces.items()},
                  "resolv": None, "supervisor": None, "path": {},
-                 "impairment_hops": placement}
+                 "impairment_hops": placement, "vantages": 0}
         self._write_state(state)
         for role, ns in self.namespaces.items():
             state["namespaces"][role]["inode"] = netns.create(ns)
@@ -393,7 +553,7 @@ class Lab:
         topology.build(self.namespaces)
         for hop, ns in self.router_netns.items():
             impair.load(ns, hop, placement)
-        state["resolv"] = self._write_resolv()
+        state["resolv"] = self._write_resolv(self.client_netns)
         self._write_state(state)
         pki.make(self.rundir)                   # a new lab CA and HTTPS certificate
         state["supervisor"] = self._start_servers()
@@ -401,17 +561,20 @@ class Lab:
         failures = netns.call_in(self.client_netns, probe.wait_ready)
         if failures:
             raise RuntimeError("services do not answer from the client: " + "; ".join(failures))
+        self._add_vantages(state, vantages)
         state["phase"] = "up"
         self._write_state(state)
 
-    def _write_resolv(self):
-        """Point the client namespace's resolver (via ``ip netns exec``) at the lab DNS."""
-        os.makedirs(self.resolv_dir, exist_ok=True)
-        with open(os.path.join(self.resolv_dir, "resolv.conf"), "w") as f:
+    def _write_resolv(self, ns):
+        """Point namespace ``ns``'s resolver (via ``ip netns exec``) at the lab DNS; returns
+        the directory ``/etc/netns/<ns>``."""
+        directory = os.path.join(RESOLV_ROOT, ns)
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "resolv.conf"), "w") as f:
             f.write(f"# pathspider lab {self.name}: the lab DNS server\n"
                     f"nameserver {plan.DNS_V4}\nnameserver {plan.DNS_V6}\n"
                     f"search {plan.DOMAIN}\noptions timeout:1 attempts:2\n")
-        return self.resolv_dir
+        return directory
 
     def _start_servers(self):
         """Start the supervisor in the server namespace; returns its PID once all serve."""
@@ -445,7 +608,8 @@ class Lab:
         if state is None:
             if os.path.isdir(self.rundir) and not os.listdir(self.rundir):
                 os.rmdir(self.rundir)
-            strays = [ns for ns in self.namespaces.values() if netns.exists(ns)]
+            strays = [ns for ns in self._all_namespaces(plan.MAX_VANTAGES).values()
+                      if netns.exists(ns)]
             if strays:
                 raise LabError(f"lab {self.name} has no state in {self.rundir} but namespace(s) "
                                f"{', '.join(strays)} exist; not removing what this lab did "
@@ -462,21 +626,20 @@ class Lab:
         if self._server_process_alive(sup, state):
             procs.stop([sup])
         keep = _ancestors()
-        for role in ROLES:
-            if not self._owned(state, role):
-                continue
-            ns = self.namespaces[role]
-            leftovers = [p for p in netns.pids(ns) if p not in keep]
-            if leftovers:
-                log.info("stopping processes left in %s: %s", ns, leftovers)
-                procs.stop(leftovers, timeout=3.0)
-            netns.remove(ns)
-        for role in ROLES:
-            ns = self.namespaces[role]
+        roles = _recorded_roles(state)
+        for role in roles:
+            if self._owned(state, role):
+                self._remove_namespace(role, keep)
+        names = self._all_namespaces(plan.MAX_VANTAGES)
+        for role in roles:
+            ns = names[role]
             if netns.exists(ns) and not self._owned(state, role):
                 log.warning("namespace %s was not made by lab %s; left alone", ns, self.name)
         if state.get("resolv") or os.path.isdir(self.resolv_dir):
             shutil.rmtree(self.resolv_dir, ignore_errors=True)
+        for role in roles:
+            if role in plan.VANTAGE_NAMES:
+                shutil.rmtree(os.path.join(RESOLV_ROOT, names[role]), ignore_errors=True)
         if os.path.exists(self.state_path):
             shutil.rmtree(self.rundir, ignore_errors=True)
 
@@ -495,10 +658,12 @@ class Lab:
                "problems": problems if state else [],
                "namespaces": {role: {"name": ns, "exists": netns.exists(ns),
                                      "ours": self._owned(state, role)}
-                              for role, ns in self.namespaces.items()},
+                              for role, ns in self._all_namespaces(
+                                  _vantage_count(state)).items()},
                "servers": self._servers(state) if state else {},
                "hops": self._hops(state), "classes": self._classes(state),
-               "counters": [], "path": (state or {}).get("path", {})}
+               "counters": [], "path": (state or {}).get("path", {}),
+               "vantages": self._vantages_status(state)}
         out["services_checked"] = bool(state) and not problems and not out["path"]
         if out["services_checked"]:
             # Everything is in place; do the services answer through the middlebox? (Not
@@ -562,15 +727,19 @@ class Lab:
         kwargs["env"] = self.client_env(kwargs.get("env"))
         return subprocess.run(netns.command(self.client_netns, argv), **kwargs)
 
-    def exec_foreground(self, argv):
-        """Run ``argv`` in the client namespace as ``pathspider lab exec`` does; its status.
+    def exec_foreground(self, argv, vantage=None):
+        """Run ``argv`` in the client namespace (or in vantage ``vantage``'s) as ``pathspider
+        lab exec`` does; its status.
 
         Signals are forwarded to the command, which dies with this process, and the status is
         the command's, or 128+N if it died of signal N (see
         :func:`pathspider.lab.procs.run_foreground`; main thread only).
         """
-        return procs.run_foreground(netns.command(self.client_netns, argv),
-                                    env=self.client_env())
+        if vantage is None:
+            return procs.run_foreground(netns.command(self.client_netns, argv),
+                                        env=self.client_env())
+        return procs.run_foreground(netns.command(self.vantage_netns(vantage), argv),
+                                    env=self.vantage_env(vantage))
 
     def client_env(self, env=None):
         """The environment for a command in the client namespace: ``env`` (default: this
@@ -588,6 +757,53 @@ class Lab:
     def call_in_server(self, fn, *args, **kwargs):
         """Call ``fn`` on a thread inside the server namespace."""
         return netns.call_in(self.server_netns, fn, *args, **kwargs)
+
+    # -- using the vantages ---------------------------------------------------------------
+    def vantage_names(self):
+        """The running lab's vantages, ``["v1", ...]`` (empty without vantages or when the
+        lab is not up)."""
+        return list(plan.VANTAGE_NAMES[:_vantage_count(self._read_state())])
+
+    def vantage_netns(self, name):
+        """The namespace of vantage ``name`` (``"v2"``) of the running lab, ``<lab>-v2``.
+        ValueError for a name that is no vantage's, LabError if the lab has no such one."""
+        name = plan.vantage_name(name)
+        have = self.vantage_names()
+        if name not in have:
+            raise LabError(f"lab {self.name} has no vantage {name} (it has "
+                           f"{', '.join(have) if have else 'none'}; add vantages with: "
+                           f"pathspider lab --name {self.name} up --vantages N)")
+        return f"{self.name}-{name}"
+
+    def vantage_env(self, name, env=None):
+        """The environment for a command in vantage ``name``'s namespace: as
+        :meth:`client_env` (``$PATHSPIDER_IN_LAB`` names the lab; a pathspider run checks
+        that it really is in one of the lab's client or vantage namespaces), plus
+        ``$PATHSPIDER_LAB_VANTAGE`` naming the vantage."""
+        env = self.client_env(env)
+        env[VANTAGE_ENV] = plan.vantage_name(name)
+        return env
+
+    def exec_in_vantage(self, name, argv, **kwargs):
+        """Run ``argv`` in vantage ``name``'s namespace, as :meth:`exec_in_client` does in the
+        client's; a CompletedProcess."""
+        ns = self.vantage_netns(name)
+        kwargs.setdefault("check", False)
+        kwargs.setdefault("preexec_fn", procs.die_with_parent())
+        kwargs["env"] = self.vantage_env(name, kwargs.get("env"))
+        return subprocess.run(netns.command(ns, argv), **kwargs)
+
+    def call_in_vantage(self, name, fn, *args, **kwargs):
+        """Call ``fn`` on a thread inside vantage ``name``'s namespace."""
+        return netns.call_in(self.vantage_netns(name), fn, *args, **kwargs)
+
+    def set_vantages(self, count):
+        """Give the running lab ``count`` vantages (0..``plan.MAX_VANTAGES``): the last ones
+        are added or removed, nothing else changes. True if it changed anything. ValueError
+        for a bad count, LabError if the lab is not up or a vantage cannot be added."""
+        count = plan.check_vantages(count)
+        with self._locked("the vantage change"):
+            return self._resize(self._require_up(), count)
 
     def _require_up(self):
         state = self._read_state()

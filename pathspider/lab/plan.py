@@ -20,6 +20,11 @@ routers are 198.18.(16+k).0/24 and 2001:db8:0:(0x10+k)::/64, hop ``k`` on ``.1``
 hop ``k + 1`` on ``.2`` / ``::2``. Hop :data:`SILENT_HOP` never sends ICMP time-exceeded.
 Each impairment class's rules sit in the router of its hop (:data:`IMPAIRMENT_HOPS`).
 
+Vantages (optional, ``v1`` ... ``v8``): more clients ``<name>-v<k>``, each joined to hop 1 by
+its own access link 198.18.(32+k).0/24 and 2001:db8:0:(0x20+k)::/64 (:func:`vantage_link`,
+:func:`vantage_address`); :data:`VANTAGE_IMPAIRMENTS` gives some of them (v2) an impairment
+of their own link, for every target.
+
 Targets: one IPv4 /24 and one IPv6 /64 per impairment class, carved from ``TARGETS_V4`` and
 ``TARGETS_V6`` and answered by the server namespace through AnyIP local routes. Host number
 ``n`` (1..254) of class ``c`` is ``t<n>.<c>.lab.test`` in the lab DNS; its IPv4 address ends
@@ -273,3 +278,88 @@ def serves_h2(address):
     """Whether the server speaks HTTP/2 (h2c upgrade, ALPN h2) on target ``address``: on
     every address but those of the classes in :data:`H2_REFUSED`."""
     return class_of(address) not in H2_REFUSED
+
+
+# -- vantages ----------------------------------------------------------------------------------
+# Extra client namespaces ``<name>-v1`` ... ``<name>-v<N>`` (``pathspider lab up --vantages
+# N``), each joined to hop 1 by its own access link: vantage k's link is 198.18.(32+k).0/24 and
+# 2001:db8:0:(0x20+k)::/64, the mbox on .1 / ::1 (interface ``a<k>``), the vantage on .2 / ::2
+# (interface ``eth0``, as the client's). Every router beyond hop 1 routes the whole vantage
+# space back towards the client side; hop 1 has each access link connected.
+
+#: Most vantages a lab can have (0: the lab has only its client).
+MAX_VANTAGES = 8
+#: Vantage names, in order: ``v1`` ... ``v8`` (the namespace is ``<lab>-<name>``).
+VANTAGE_NAMES = tuple(f"v{k}" for k in range(1, MAX_VANTAGES + 1))
+#: Vantage k's access link is the /24 198.18.(VANTAGE_LINK_BASE4 + k).0 and the /64
+#: 2001:db8:0:(VANTAGE_LINK_BASE6 + k)::; all of them inside VANTAGES_V4 / VANTAGES_V6.
+VANTAGE_LINK_BASE4 = 32
+VANTAGE_LINK_BASE6 = 0x20
+VANTAGES_V4 = ipaddress.ip_network("198.18.32.0/20")
+VANTAGES_V6 = ipaddress.ip_network("2001:db8:0:20::/60")
+#: A vantage's interface (so pathspider's default ``-i eth0`` works there too).
+VANTAGE_IFACE = "eth0"
+
+#: One impairment of a vantage's own access link: what it does, and the nft action applied
+#: (``{f}`` is the family keyword, ``ip`` or ``ip6``) to every packet of that link, both
+#: directions, in hop 1.
+VantageImpairment = namedtuple("VantageImpairment", "name description action")
+
+#: The vantages whose access link impairs everything they send and receive, whatever the
+#: target: what a campaign must attribute to the vantage, not to the target.
+VANTAGE_IMPAIRMENTS = {
+    "v2": VantageImpairment(
+        "access-ecn-bleach",
+        "IP ECN field rewritten to not-ECT on every packet of v2's access link, both "
+        "directions, in hop 1 (the mbox)",
+        "{f} ecn set not-ect"),
+}
+
+
+def vantage_number(name):
+    """``"v3"`` (or 3) -> 3, checked to be a vantage 1..MAX_VANTAGES; ValueError otherwise."""
+    number = name
+    if isinstance(name, str):
+        number = int(name[1:]) if name in VANTAGE_NAMES else None
+    if isinstance(number, bool) or not isinstance(number, int) \
+            or not 1 <= number <= MAX_VANTAGES:
+        raise ValueError(f"a vantage is v1 to v{MAX_VANTAGES}, got {name!r}")
+    return number
+
+
+def vantage_name(k):
+    """Vantage ``k``'s name, ``v<k>``."""
+    return VANTAGE_NAMES[vantage_number(k) - 1]
+
+
+def check_vantages(count):
+    """Return ``count`` if a lab can have that many vantages (0..MAX_VANTAGES), else raise
+    ValueError."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_VANTAGES:
+        raise ValueError(f"vantages must be an integer from 0 to {MAX_VANTAGES}, got {count!r}")
+    return count
+
+
+def vantage_link(k, family):
+    """The network of vantage ``k``'s access link (``k`` a number or a name ``v<k>``):
+    198.18.(32+k).0/24 or 2001:db8:0:(0x20+k)::/64."""
+    k = vantage_number(k)
+    if int(family) == 4:
+        return ipaddress.ip_network(f"198.18.{VANTAGE_LINK_BASE4 + k}.0/24")
+    return ipaddress.ip_network(f"2001:db8:0:{VANTAGE_LINK_BASE6 + k:x}::/64")
+
+
+def vantage_address(k, family):
+    """Vantage ``k``'s own address (``.2`` / ``::2`` of its access link)."""
+    return vantage_link(k, family)[2]
+
+
+def vantage_gateway(k, family):
+    """Hop 1's address on vantage ``k``'s access link (``.1`` / ``::1``): the vantage's
+    gateway, and the address hop 1 answers a vantage's expiring packets from."""
+    return vantage_link(k, family)[1]
+
+
+def mbox_vantage_iface(k):
+    """Hop 1's interface towards vantage ``k``: ``a<k>``."""
+    return f"a{vantage_number(k)}"

@@ -7,10 +7,12 @@ the last router), so no interface ever appears in the root namespace. Routes cov
 prefixes only: a packet to any other address finds no route. :data:`INTERFACES` and
 :data:`ROUTES` say what is built; :func:`check` finds what is missing.
 """
+import errno
 import logging
 import socket
 
 from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink.exceptions import NetlinkError
 
 from . import netns, plan
 
@@ -145,16 +147,16 @@ def _ifindex(ipr, ifname):
     return found[0]
 
 
-def _configure(ipr, role):
+def _configure(ipr, role, interfaces=INTERFACES, routes=ROUTES):
     """Bring lo and ``role``'s interfaces up with their addresses, then add its routes."""
     ipr.link("set", index=_ifindex(ipr, "lo"), state="up")
-    for _, ifname, addresses in (i for i in INTERFACES if i[0] == role):
+    for _, ifname, addresses in (i for i in interfaces if i[0] == role):
         idx = _ifindex(ipr, ifname)
         for address, prefixlen in addresses:
             extra = {"flags": _IFA_F_NODAD} if address.version == 6 else {}
             ipr.addr("add", index=idx, address=str(address), prefixlen=prefixlen, **extra)
         ipr.link("set", index=idx, state="up")
-    for _, dst, gateway in (r for r in ROUTES if r[0] == role):
+    for _, dst, gateway in (r for r in routes if r[0] == role):
         if gateway is None:
             # AnyIP: answer the whole prefix locally (a local route on lo, local table).
             ipr.route("add", dst=str(dst), type="local", table=_RT_TABLE_LOCAL,
@@ -192,9 +194,9 @@ def build(names):
         offloads_off(names[role], iface)
 
 
-def _inspect(role):
-    """What ``role``'s namespace (the calling thread's) lacks of :data:`INTERFACES` and
-    :data:`ROUTES`, as problem strings."""
+def _inspect(role, interfaces=INTERFACES, wanted_routes=ROUTES):
+    """What ``role``'s namespace (the calling thread's) lacks of ``interfaces`` and
+    ``wanted_routes`` (default :data:`INTERFACES` and :data:`ROUTES`), as problem strings."""
     problems = []
     with IPRoute() as ipr:
         links = {link.get("ifname"): link for link in ipr.link("dump")}
@@ -206,7 +208,7 @@ def _inspect(role):
                 for r in ipr.route("dump", table=table, family=family):
                     routes.add((r.get("dst"), r.get("dst_len"), r.get("gateway"),
                                 r.get("table") == _RT_TABLE_LOCAL))
-    for _, ifname, addresses in (i for i in INTERFACES if i[0] == role):
+    for _, ifname, addresses in (i for i in interfaces if i[0] == role):
         link = links.get(ifname)
         if link is None:
             problems.append(f"interface {ifname} missing")
@@ -216,7 +218,7 @@ def _inspect(role):
         for address, prefixlen in addresses:
             if (link.get("index"), str(address), prefixlen) not in addrs:
                 problems.append(f"address {address}/{prefixlen} missing on {ifname}")
-    for _, dst, gateway in (r for r in ROUTES if r[0] == role):
+    for _, dst, gateway in (r for r in wanted_routes if r[0] == role):
         key = (str(dst.network_address), dst.prefixlen,
                None if gateway is None else str(gateway), gateway is None)
         if key not in routes:
@@ -225,14 +227,16 @@ def _inspect(role):
     return problems
 
 
-def check(names):
-    """What is missing from the lab's links, addresses and routes (an empty list: nothing).
+def check(names, vantages=0):
+    """What is missing from the lab's links, addresses and routes (an empty list: nothing),
+    with ``vantages`` vantages (their namespaces named in ``names`` under ``v1`` ...).
 
     ``names`` maps roles to namespace names, as for :func:`build`; every namespace must exist.
     Each problem names the namespace, e.g. ``"psl-client: route 198.18.0.0/15 via ... missing"``.
     """
-    return [f"{names[role]}: {problem}" for role in ROLES
-            for problem in netns.call_in(names[role], _inspect, role)]
+    interfaces, routes = all_interfaces(vantages), all_routes(vantages)
+    return [f"{names[role]}: {problem}" for role in roles(vantages)
+            for problem in netns.call_in(names[role], _inspect, role, interfaces, routes)]
 
 
 def offloads_off(ns, iface):
@@ -241,3 +245,101 @@ def offloads_off(ns, iface):
     for feature in _OFFLOADS_OFF:
         args += [feature, "off"]
     netns.run(ns, ["ethtool", "-K", iface, *args])
+
+
+# -- vantages ----------------------------------------------------------------------------------
+# Vantage k (role ``v<k>``) hangs off hop 1 by its own veth: ``a<k>`` in the mbox, ``eth0`` in
+# the vantage (created from the mbox, the peer placed straight into the vantage namespace).
+# Routers 2..ROUTERS route the whole vantage space (plan.VANTAGES_V4 / _V6) back towards the
+# client side while the lab has any vantage; the vantage routes the lab space via the mbox.
+
+def vantage_interfaces(k):
+    """(role, interface, addresses) of vantage ``k``'s access link, both ends."""
+    gw = tuple((plan.vantage_gateway(k, f), plan.vantage_link(k, f).prefixlen)
+               for f in _FAMILIES)
+    own = tuple((plan.vantage_address(k, f), plan.vantage_link(k, f).prefixlen)
+                for f in _FAMILIES)
+    return (("mbox", plan.mbox_vantage_iface(k), gw),
+            (plan.vantage_name(k), plan.VANTAGE_IFACE, own))
+
+
+def vantage_routes(k):
+    """(role, destination, gateway) of vantage ``k``'s own routes: the lab space via hop 1."""
+    role = plan.vantage_name(k)
+    return ((role, plan.LAB_V4, plan.vantage_gateway(k, 4)),
+            (role, plan.LAB_V6, plan.vantage_gateway(k, 6)))
+
+
+def vantage_space_routes():
+    """The routes of routers 2..ROUTERS to the vantage space, back towards the client side."""
+    out = []
+    for hop in plan.HOPS[1:]:
+        for family, space in ((4, plan.VANTAGES_V4), (6, plan.VANTAGES_V6)):
+            out.append((plan.router_role(hop), space, plan.router_addresses(hop - 1, family)[1]))
+    return tuple(out)
+
+
+def roles(vantages=0):
+    """Every role with interfaces in a lab with ``vantages`` vantages, in path order, the
+    vantages last."""
+    return ROLES + plan.VANTAGE_NAMES[:vantages]
+
+
+def all_interfaces(vantages=0):
+    """:data:`INTERFACES` plus those of ``vantages`` vantages."""
+    return INTERFACES + tuple(i for k in range(1, vantages + 1) for i in vantage_interfaces(k))
+
+
+def all_routes(vantages=0):
+    """:data:`ROUTES` plus those of ``vantages`` vantages (and the routers' vantage space)."""
+    if not vantages:
+        return ROUTES
+    return (ROUTES + vantage_space_routes()
+            + tuple(r for k in range(1, vantages + 1) for r in vantage_routes(k)))
+
+
+def add_vantage(names, k):
+    """Join vantage ``k``'s (existing, empty) namespace ``names["v<k>"]`` to hop 1 with its
+    access link, addresses, routes, the client's sysctls and offloads off. The routers'
+    routes to the vantage space are :func:`route_vantage_space`'s."""
+    role = plan.vantage_name(k)
+    _apply_sysctls(names[role], _COMMON_SYSCTLS)
+    interfaces, routes = vantage_interfaces(k), vantage_routes(k)
+    with NetNS(names["mbox"]) as ipr:
+        ipr.link("add", ifname=plan.mbox_vantage_iface(k), kind="veth",
+                 peer={"ifname": plan.VANTAGE_IFACE, "net_ns_fd": names[role]})
+        _configure_only(ipr, "mbox", interfaces)
+    with NetNS(names[role]) as ipr:
+        _configure(ipr, role, interfaces, routes)
+    for owner, iface, _ in interfaces:
+        offloads_off(names[owner], iface)
+
+
+def _configure_only(ipr, role, interfaces):
+    """Addresses and link state of ``role``'s interfaces among ``interfaces``, no routes
+    (for an interface added to a namespace that is already configured)."""
+    _configure(ipr, role, tuple(i for i in interfaces if i[0] == role), ())
+
+
+def route_vantage_space(names, present):
+    """Add (``present``) or remove the routes of routers 2..ROUTERS to the vantage space;
+    idempotent either way."""
+    for role, dst, gateway in vantage_space_routes():
+        with NetNS(names[role]) as ipr:
+            if present:
+                ipr.route("replace", dst=str(dst), gateway=str(gateway))
+            else:
+                try:
+                    ipr.route("del", dst=str(dst), gateway=str(gateway))
+                except NetlinkError as exc:
+                    if exc.code != errno.ESRCH:
+                        raise
+
+
+def remove_vantage_link(names, k):
+    """Delete hop 1's end of vantage ``k``'s access link (the vantage's end goes with it), if
+    it is there."""
+    with NetNS(names["mbox"]) as ipr:
+        found = ipr.link_lookup(ifname=plan.mbox_vantage_iface(k))
+        if found:
+            ipr.link("del", index=found[0])

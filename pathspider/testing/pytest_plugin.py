@@ -10,7 +10,7 @@ name it already has. ``-p no:pathspider.testing.pytest_plugin`` turns it off.
 - The ``root`` marker: ``@pytest.mark.root`` (or ``pytestmark = pytest.mark.root``) marks a
   test that needs root (network namespaces, sysctls, packet capture); when pytest does not
   run as root such tests are skipped with that reason.
-- The fixtures ``lab``, ``lab_client_state`` and ``lab_netem`` of
+- The fixtures ``lab``, ``lab_client_state``, ``lab_netem`` and ``lab_vantages`` of
   :mod:`pathspider.lab.fixtures`. The lab's name is ``$PATHSPIDER_LAB_NAME`` (the variable
   ``pathspider lab`` reads; the old ``$PATHSPIDER_TEST_LAB`` is still read when it is unset,
   but deprecated), else ``psl``. The session fixture takes the lab down at the end only if it
@@ -20,7 +20,8 @@ import os
 
 import pytest
 
-from pathspider.lab.fixtures import lab, lab_client_state, lab_netem  # noqa: F401 (fixtures)
+from pathspider.lab.fixtures import (lab, lab_client_state, lab_netem,  # noqa: F401 (fixtures)
+                                      lab_vantages)
 
 ROOT_MARKER = "root"
 SKIP_REASON = "needs root: network namespaces, sysctls and packet capture"

@@ -359,6 +359,22 @@ def test_the_process_own_namespace_is_recognised(tmp_path, monkeypatch):
     assert scope.lab_client_namespace({scope.IN_LAB_ENV: "mine"}) == "mine"
 
 
+def test_a_vantage_namespace_of_the_lab_is_recognised(tmp_path, monkeypatch, caplog):
+    """A lab's vantages (<name>-v1 .. -v8) are client namespaces too; anything else named like
+    one (-v9, -vx) or another lab's vantage is not, and the variable alone never is."""
+    (tmp_path / "mine-client").write_text("")           # exists, but is not our namespace
+    monkeypatch.setattr(scope, "NETNS_DIR", str(tmp_path))
+    assert scope.lab_client_namespace({scope.IN_LAB_ENV: "mine"}) is None
+    assert "not in its client namespace" in caplog.text
+    for wrong in ("mine-v9", "mine-vx", "mine-v0", "other-v3"):
+        (tmp_path / wrong).symlink_to("/proc/self/ns/net")
+    (tmp_path / "other-client").write_text("")
+    assert scope.lab_client_namespace({scope.IN_LAB_ENV: "mine"}) is None
+    (tmp_path / "mine-v3").symlink_to("/proc/self/ns/net")
+    assert scope.lab_client_namespace({scope.IN_LAB_ENV: "mine"}) == "mine"
+    assert scope.lab_client_namespace({scope.IN_LAB_ENV: "other"}) == "other"
+
+
 def test_what_was_lifted_is_logged_once_reading_starts(caplog):
     import argparse
     f = scope.scope_for_run(argparse.Namespace(allow=True, blocklist=None, allowlist=None))
