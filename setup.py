@@ -102,6 +102,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "setuptools", "wheel"],
+        # pathspider campaign (docs/campaign.md): Celery with the Redis broker and backend
+        "campaign": ["celery[redis]>=5.3"],
     },
     entry_points={
         "console_scripts": ["pathspider = pathspider.cli.main:handle_args_wrapper"],

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets pathspider up on a Debian 12 machine, as root: the system packages it needs (nftables and
-# iproute2 for the lab, the venv module), a virtual environment in .venv, and pathspider installed
-# in it (editable, with the test extras). Safe to run again: it only installs what is missing.
+# iproute2 for the lab, the venv module, redis-server for campaigns), a virtual environment in
+# .venv, and pathspider installed in it (editable, with the test and campaign extras). Safe to
+# run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,9 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# Debian's Redis: the broker of campaigns on one machine, the lab and the campaign tests
+# (pathspider campaign, docs/campaign.md). Installed only; the scripts start their own.
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 # A C compiler and the Python headers build the Observer's compiled meter (setup.py). Without
 # them pathspider still installs and the meter runs interpreted: same records, slower.
@@ -56,7 +60,7 @@ log="$(mktemp)"
 # editable_mode=compat puts the checkout on sys.path (a .pth line) instead of an import hook, so
 # that a plugin tree run with PYTHONPATH=. (the plugin guide's workflow) still sees this
 # package's own modules and plugins through the pathspider namespace package.
-if ! .venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat >"$log" 2>&1; then
+if ! .venv/bin/python -m pip install -q -e '.[test,campaign]' --config-settings editable_mode=compat >"$log" 2>&1; then
   cat "$log" >&2
   rm -f "$log"
   echo "install.sh: installing pathspider into .venv failed (see above)" >&2

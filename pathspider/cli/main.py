@@ -2,7 +2,7 @@
 
 COMMAND is a measurement plugin (found in the ``pathspider.plugins`` namespace package, see
 :mod:`pathspider.engine.discovery`) or a built-in utility (``dnsresolv``, ``summary``,
-``observe``, ``restore``, ``report``, ``export``, ``lab``).
+``observe``, ``restore``, ``report``, ``export``, ``lab``, ``campaign``).
 Plugins call ``parser.set_defaults(spider=Class)`` in their ``register_args``; utilities call
 ``parser.set_defaults(func=main)`` with ``main(args) -> exit status``.
 """
@@ -25,7 +25,7 @@ log = logging.getLogger("pathspider")
 #: Modules providing built-in utility sub-commands, each with ``register_args(subparsers)``.
 UTILITY_MODULES = ("pathspider.cli.dnsresolv", "pathspider.cli.summary", "pathspider.cli.observe",
                    "pathspider.cli.restore", "pathspider.cli.report", "pathspider.cli.export",
-                   "pathspider.lab.cli")
+                   "pathspider.lab.cli", "pathspider.campaign.cli")
 
 DESCRIPTION = ("PATHspider measures path transparency: it connects to each target twice, in a "
                "baseline and an experimental configuration, observes the packets, and writes "
