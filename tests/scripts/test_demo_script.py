@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pathspider.lab import netns
+from pathspider.lab import netns, plan
 from pathspider.lab.lab import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,3 +40,10 @@ def test_demo_measures_summarises_and_takes_the_lab_down(tmp_path):
         assert table[f"ecn-syn-drop {family}"][:5] == ["2", "2", "0", "0", "2"]
         assert table[f"blackhole {family}"][:3] == ["2", "0", "0"]
     assert table["total"][0] == "44"
+    # --locate: the ECN-dropping and ECN-bleaching classes placed at the lab's hops.
+    located = {line.split()[0]: line for line in proc.stdout.splitlines() if " at hop " in line}
+    assert located["ecn-syn-drop"].split()[1:4] == [
+        "dropped", "at", "hop"] and located["ecn-syn-drop"].split()[4] == \
+        f"{plan.IMPAIRMENT_HOPS['ecn-syn-drop']}:", located
+    assert located["ecn-bleach"].split()[4] == f"{plan.IMPAIRMENT_HOPS['ecn-bleach']}:", located
+    assert set(located) <= {"ecn-syn-drop", "ecn-bleach"}, located
