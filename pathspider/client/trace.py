@@ -800,7 +800,12 @@ class _Receiver:
             except OSError as exc:
                 log.debug("receive: %s", exc)
                 return
-            handle(self.family, data, source[0])
+            try:
+                handle(self.family, data, source[0])
+            except Exception:       # one hostile packet must not end the receiver
+                self.tracer.stats["malformed"] += 1
+                log.debug("a %d-byte packet from %s could not be read", len(data), source[0],
+                          exc_info=True)
 
     def close(self):
         for item in (self.icmp, self.tcp, self.poll):

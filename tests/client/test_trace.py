@@ -260,3 +260,37 @@ def test_a_failing_callback_does_not_stop_the_tracer(lab):
         return done
     done = lab.call_in_client(body)
     assert len(done) == 1 and done[0].destination["A"]["reached"]
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_hostile_icmp_and_tcp_packets_are_counted_never_raised(family):
+    """Time-exceeded messages quoting a probe, with random bytes changed or cut short (what
+    a hostile or broken router may send): each is dropped and counted, none raises in the
+    receiver's handlers."""
+    import random
+    tracer = trace.Tracer()
+    if family == socket.AF_INET:
+        src, dst, router = (socket.inet_pton(family, a) for a in
+                            ("198.18.0.2", "198.18.66.1", "198.18.0.1"))
+        probe = packets.build(packets.TCPSyn(80), src, dst, 40000)
+        icmp = bytes([11, 0, 0, 0, 0, 0, 0, 0]) + probe
+        message = packets.ip4_header(router, src, 1, len(icmp)) + icmp
+    else:
+        src, dst = (socket.inet_pton(family, a) for a in
+                    ("2001:db8:0:1::2", "2001:db8:100:2000::1"))
+        probe = packets.build(packets.UDPDatagram(53, bytes(20), zero_checksum=True),
+                              src, dst, 40000)
+        message = bytes([3, 0, 0, 0, 0, 0, 0, 0]) + probe    # raw ICMPv6: no IP header
+    rnd = random.Random(family)
+    count = 5000
+    for _ in range(count):
+        mutated = bytearray(message)
+        for _ in range(rnd.randint(1, 6)):
+            mutated[rnd.randrange(len(mutated))] = rnd.randrange(256)
+        if rnd.random() < 0.3:
+            mutated = mutated[:rnd.randrange(len(mutated))]
+        tracer._on_icmp(family, bytes(mutated), "198.18.0.1" if family == socket.AF_INET
+                        else "2001:db8:0:1::1")
+        tracer._on_tcp(family, bytes(mutated), "198.18.66.1" if family == socket.AF_INET
+                       else "2001:db8:100:2000::1")
+    assert tracer.stats["unmatched"] == 2 * count
