@@ -21,13 +21,13 @@ import statistics
 import time
 
 from pathspider.client import hops, packets, trace
+from pathspider.client.locatekit import ECN_SETUP_FLAGS, ECT0
 from pathspider.lab import Lab, plan
 from pathspider.lab.lab import default_name
 
-ECN_SETUP, ECT0 = 0xC2, 0x02
 #: class -> (probes, fields, key of the analysis that names the hop)
 CASES = {
-    "ecn-syn-drop": ({"A": packets.TCPSyn(80), "B": packets.TCPSyn(80, flags=ECN_SETUP)},
+    "ecn-syn-drop": ({"A": packets.TCPSyn(80), "B": packets.TCPSyn(80, flags=ECN_SETUP_FLAGS)},
                      ("tcp_flags",), "dropped_at"),
     "ecn-bleach": ({"A": packets.TCPSyn(80), "B": packets.TCPSyn(80, tos=ECT0)},
                    ("ecn",), "changed_at"),

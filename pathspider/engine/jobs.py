@@ -311,12 +311,9 @@ class JobCollector:
             self.records += len(line["flow_results"])
         self.outqueue.put(line)
 
-    def job_line(self, ticket, per_connection=None, conditions=False):
-        """The output line of ``ticket``'s job (see the module docstring); ``per_connection``
-        (its records as dicts) and ``conditions`` are computed unless given."""
-        if per_connection is None:
-            per_connection = [[record_to_dict(record) for record in records]
-                              for records in ticket.records]
+    def job_line(self, ticket, per_connection, conditions):
+        """The output line of ``ticket``'s job (see the module docstring), from its records
+        as dicts per connection and its conditions (None: no interpretation)."""
         line = job_fields(ticket.job)
         for key in OUTPUT_KEYS:
             line.pop(key, None)
@@ -325,9 +322,6 @@ class JobCollector:
         span = time_span(line["flow_results"])
         if span is not None:
             line["time"] = span
-        if conditions is False:
-            flows = [records[0] if records else None for records in per_connection]
-            conditions = self._conditions(ticket, flows)
         if conditions is not None:
             line["conditions"] = list(conditions)
         return line
